@@ -1,0 +1,34 @@
+"""mobilenets: the MobileNet V1 family (Howard et al., 2017), its exact costs, and tools around it.
+
+Quick start::
+
+    import mobilenets
+    model = mobilenets.mobilenet_v1(width_multiplier=0.5, resolution=160)
+    report = mobilenets.cost(model)          # Mult-Adds and params, per layer and in total
+    print(report.mult_adds, report.params)
+
+    mobilenets.list_models()                 # the 16 official (α, ρ) configurations
+    mobilenets.create_model("mobilenet_v1_075_192", num_classes=10)
+"""
+
+from .config import MobileNetConfig
+from .cost import CostReport, LayerCost, cost
+from .model import MOBILENET_V1_CONV_DEFS, MobileNetV1, mobilenet_v1
+from .registry import OFFICIAL_MODELS, create_model, get_config, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MobileNetConfig",
+    "MobileNetV1",
+    "MOBILENET_V1_CONV_DEFS",
+    "mobilenet_v1",
+    "create_model",
+    "get_config",
+    "list_models",
+    "OFFICIAL_MODELS",
+    "cost",
+    "CostReport",
+    "LayerCost",
+    "__version__",
+]

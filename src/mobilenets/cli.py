@@ -1,0 +1,228 @@
+"""The ``mobilenets`` command: a thin layer over the library API.
+
+Every subcommand parses its options into a :class:`~mobilenets.config.MobileNetConfig`
+(or a file path) and calls the library. Bad input exits with status 2 and one line on
+stderr saying what is wrong and what is allowed; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Callable, Sequence
+
+from .config import ACTIVATIONS, MIN_RESOLUTION, OUTPUT_STRIDES, VARIANTS, MobileNetConfig
+
+PROG = "mobilenets"
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (no usage dump) and exit with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ----------------------------------------------------------------------------- option types
+
+def width_type(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number; the width multiplier α must be a number > 0, e.g. 0.75") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"width multiplier α must be a number > 0 (e.g. 1.0, 0.75, 0.5, 0.25), got {text}")
+    return value
+
+
+def resolution_type(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an integer; the resolution is the input size in pixels, "
+            f"at least {MIN_RESOLUTION}, e.g. 224") from None
+    if value < MIN_RESOLUTION:
+        raise argparse.ArgumentTypeError(
+            f"resolution must be at least {MIN_RESOLUTION} pixels (e.g. 224, 192, 160, 128), got {text}")
+    return value
+
+
+def count_type(minimum: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; {what} must be an integer ≥ {minimum}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer ≥ {minimum}, got {text}")
+        return value
+    return parse
+
+
+def add_model_options(p: argparse.ArgumentParser, *, with_classes: bool = True) -> None:
+    """The options that define a MobileNet, shared by every subcommand that builds one."""
+    g = p.add_argument_group("model (the paper's two knobs: α thins every layer, ρ shrinks the input)")
+    g.add_argument("--model", metavar="NAME", help="a named official config, e.g. mobilenet_v1_050_160 "
+                   "(see `mobilenets list-models`); --width/--resolution override it")
+    g.add_argument("--width", "--alpha", dest="width", type=width_type, metavar="A",
+                   help="width multiplier α > 0: every layer keeps α × its channels (cost ~α²); default 1.0")
+    g.add_argument("--resolution", type=resolution_type, metavar="R",
+                   help=f"input resolution ρ in pixels (≥ {MIN_RESOLUTION}; cost ~R²); default 224")
+    g.add_argument("--variant", choices=VARIANTS, help="separable: MobileNet (default); conv: every "
+                   "depthwise separable block as a full 3×3 conv (Table 4); shallow: without the five "
+                   "14×14×512 blocks (Table 5)")
+    if with_classes:
+        g.add_argument("--num-classes", type=count_type(0, "--num-classes"), metavar="N",
+                       help="classifier outputs (0: no classifier); default 1000")
+    g.add_argument("--activation", choices=ACTIVATIONS, help="relu (the paper, default) or relu6")
+    g.add_argument("--tf-padding", action="store_true", default=None,
+                   help="TensorFlow 'SAME' padding, as TF-trained weights need")
+    g.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES,
+                   help="32 (default), or 16 / 8: dilate the last layers instead of striding")
+
+
+def config_from_args(args: argparse.Namespace) -> MobileNetConfig:
+    """Build the one config object from the parsed model options."""
+    from .registry import get_config
+
+    base = get_config(args.model) if getattr(args, "model", None) else MobileNetConfig()
+    changes: dict[str, Any] = {}
+    for arg, field_name in (("width", "width_multiplier"), ("resolution", "resolution"),
+                            ("variant", "variant"), ("num_classes", "num_classes"),
+                            ("activation", "activation"), ("tf_padding", "tf_padding"),
+                            ("output_stride", "output_stride")):
+        value = getattr(args, arg, None)
+        if value is not None:
+            changes[field_name] = value
+    return base.replace(**changes) if changes else base
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    import torch
+
+    from .cost import cost
+    from .model import MobileNetV1
+
+    config = config_from_args(args)
+    with torch.device("meta"):
+        model = MobileNetV1(config)
+    report = cost(model)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(f"{config.label} (α={config.width_multiplier:g}, ρ={config.resolution}, variant={config.variant}, "
+              f"classes={config.num_classes})")
+        print(report.format_table(include_bn=not args.no_bn))
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from .paper import format_rows, reproduce
+
+    rows = reproduce()
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(format_rows(rows))
+    return 0
+
+
+def cmd_list_models(args: argparse.Namespace) -> int:
+    from .cost import cost
+    from .registry import OFFICIAL_MODELS
+
+    rows = []
+    for name, entry in OFFICIAL_MODELS.items():
+        report = cost(entry.config)
+        rows.append({
+            "name": name, "width": entry.width_multiplier, "resolution": entry.resolution,
+            "mult_adds": report.mult_adds, "params": report.params,
+            "tfslim_macs_m": entry.tfslim_macs_m, "tfslim_params_m": entry.tfslim_params_m,
+            "top1": entry.top1, "top5": entry.top5,
+            "quant_top1": entry.quant_top1, "quant_top5": entry.quant_top5,
+        })
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    head = (f"{'name':<22} {'α':>5} {'ρ':>4}  {'Mult-Adds':>10} {'params':>7}  {'top-1':>5} {'top-5':>5}"
+            f"  {'int8 top-1':>10} {'int8 top-5':>10}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['name']:<22} {r['width']:>5g} {r['resolution']:>4}  {r['mult_adds'] / 1e6:>9.1f}M "
+              f"{r['params'] / 1e6:>6.2f}M  {r['top1']:>5.1f} {r['top5']:>5.1f}  {r['quant_top1']:>10.1f} "
+              f"{r['quant_top5']:>10.1f}")
+    print("\nMult-Adds and params: our exact count (1000 classes, BN included in params). "
+          "Accuracy: ImageNet val, TF-slim's published table (float and 8-bit quantized checkpoints).")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="MobileNet V1 (Howard et al., 2017): build any member of the family, count its exact "
+                    "cost, and reproduce the paper's tables. α (--width) is the width multiplier that thins "
+                    "every layer; ρ (--resolution) the input size.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("summary", help="per-layer table of Mult-Adds and params for one model",
+                       description="Per-layer output shape, Mult-Adds and parameters of one MobileNet, "
+                                   "counted by running the real module, and the totals.")
+    add_model_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object (mult_adds, params, layers)")
+    p.add_argument("--no-bn", action="store_true", help="hide BatchNorm rows in the text table")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("table", help="the paper's Tables 2-9 beside our exact counts",
+                       description="Every row of the paper's Tables 2-9 that concerns MobileNets: the "
+                                   "paper's Mult-Adds and params beside ours and the difference.")
+    p.add_argument("--json", action="store_true", help="print a JSON list of row objects")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("list-models", help="the 16 official configs with published accuracy and cost",
+                       description="The 16 official MobileNet V1 configurations (α × ρ) with TF-slim's "
+                                   "published top-1/top-5 (float and quantized) beside our Mult-Adds and params.")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_list_models)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""The one small object that says which MobileNet you mean.
+
+A :class:`MobileNetConfig` travels from the CLI through the model builder, the cost
+counter, weight loading, export, benchmarking and model selection, so an option is
+validated once, here, with one message, instead of being re-parsed in each place.
+
+The two knobs of the paper, in a newcomer's terms:
+
+* ``width_multiplier`` (α, "alpha"): thins every layer. Each layer keeps ``α × channels``
+  filters, so compute and parameters fall roughly as α². α = 1.0 is the baseline
+  MobileNet; 0.75, 0.5 and 0.25 are the published thinner models.
+* ``resolution`` (ρ, "rho", given here as the input size in pixels): the image size the
+  model is meant to see. Compute falls roughly as ρ², parameters do not change.
+  224 is the baseline; 192, 160 and 128 are the published smaller inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+VARIANTS = ("separable", "conv", "shallow")
+ACTIVATIONS = ("relu", "relu6")
+OUTPUT_STRIDES = (8, 16, 32)
+MIN_RESOLUTION = 32
+
+
+@dataclass(frozen=True)
+class MobileNetConfig:
+    """Everything that defines one member of the MobileNet V1 family.
+
+    Attributes:
+        width_multiplier: α > 0; channels become ``max(int(c * α), min_depth)``.
+        resolution: nominal input size ρ in pixels (≥ 32). The network accepts any
+            input of at least 32 px; this is the size costs and exports assume.
+        num_classes: classifier outputs; 0 builds the body only (1024·α-d embeddings).
+        variant: ``"separable"`` (the paper's MobileNet), ``"conv"`` (every depthwise
+            separable block replaced by a full 3×3 conv, Table 4) or ``"shallow"``
+            (the five 14×14×512 blocks removed, Table 5).
+        activation: ``"relu"`` (the paper) or ``"relu6"`` (Google's released weights).
+        tf_padding: TensorFlow "SAME" padding (asymmetric at stride 2), needed for
+            weights trained in TensorFlow to give the same outputs.
+        min_depth: no layer gets fewer channels than this (TF-slim's rule).
+        dropout: dropout before the classifier (TF-slim's default keeps 99.9%).
+        in_chans: input channels.
+        output_stride: 32 (classification), or 16 / 8 for dense prediction: the last
+            strides become dilations, as in TF-slim.
+        bn_eps: BatchNorm epsilon (PyTorch's 1e-5; TensorFlow-trained weights use 1e-3).
+    """
+
+    width_multiplier: float = 1.0
+    resolution: int = 224
+    num_classes: int = 1000
+    variant: str = "separable"
+    activation: str = "relu"
+    tf_padding: bool = False
+    min_depth: int = 8
+    dropout: float = 0.001
+    in_chans: int = 3
+    output_stride: int = 32
+    bn_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a one-line message for any out-of-range field."""
+        a = self.width_multiplier
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a <= 0:
+            raise ValueError(
+                f"width multiplier α must be a number > 0 (e.g. 1.0, 0.75, 0.5, 0.25), got {a!r}"
+            )
+        r = self.resolution
+        if isinstance(r, bool) or not isinstance(r, int) or r < MIN_RESOLUTION:
+            raise ValueError(
+                f"resolution must be an integer of at least {MIN_RESOLUTION} pixels "
+                f"(e.g. 224, 192, 160, 128), got {r!r}"
+            )
+        if self.variant not in VARIANTS:
+            raise ValueError(
+                f"unknown variant {self.variant!r}; choose one of: {', '.join(VARIANTS)}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}"
+            )
+        n = self.num_classes
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"num_classes must be an integer ≥ 0 (0 = no classifier), got {n!r}")
+        if isinstance(self.min_depth, bool) or not isinstance(self.min_depth, int) or self.min_depth < 1:
+            raise ValueError(f"min_depth must be an integer ≥ 1, got {self.min_depth!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
+        if isinstance(self.in_chans, bool) or not isinstance(self.in_chans, int) or self.in_chans < 1:
+            raise ValueError(f"in_chans must be an integer ≥ 1, got {self.in_chans!r}")
+        if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
+            raise ValueError(f"bn_eps must be a number > 0, got {self.bn_eps!r}")
+        if self.output_stride not in OUTPUT_STRIDES:
+            raise ValueError(
+                f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, "
+                f"got {self.output_stride!r}"
+            )
+
+    def replace(self, **changes: Any) -> "MobileNetConfig":
+        """A copy with some fields changed (validated)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(sorted(unknown))}; allowed: "
+                + ", ".join(f.name for f in dataclasses.fields(self))
+            )
+        return dataclasses.replace(self, **changes)
+
+    def depth(self, channels: int) -> int:
+        """TF-slim's channel rule: ``max(int(channels * α), min_depth)``."""
+        return max(int(channels * self.width_multiplier), self.min_depth)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MobileNetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def label(self) -> str:
+        """The paper's way of naming a model, e.g. ``0.75 MobileNet-160``."""
+        prefix = {"separable": "", "conv": "Conv ", "shallow": "Shallow "}[self.variant]
+        return f"{self.width_multiplier:g} {prefix}MobileNet-{self.resolution}"
