@@ -14,7 +14,9 @@ Quick start::
 from .config import MobileNetConfig
 from .cost import CostReport, LayerCost, cost
 from .model import MOBILENET_V1_CONV_DEFS, MobileNetV1, mobilenet_v1
+from .predict import Classifier
 from .registry import OFFICIAL_MODELS, create_model, get_config, list_models
+from .weights import load_pretrained, save_checkpoint
 
 __version__ = "0.1.0"
 
@@ -30,5 +32,8 @@ __all__ = [
     "cost",
     "CostReport",
     "LayerCost",
+    "load_pretrained",
+    "save_checkpoint",
+    "Classifier",
     "__version__",
 ]

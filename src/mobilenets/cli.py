@@ -168,6 +168,52 @@ def cmd_list_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_weights(path: str, args: argparse.Namespace):
+    from .weights import load_pretrained
+
+    return load_pretrained(path, resolution=getattr(args, "resolution", None))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Classifier
+
+    classifier = Classifier(_load_weights(args.weights, args))
+    status = 0
+    for pred in classifier.predict(args.images, top_k=args.top, batch_size=args.batch_size):
+        if pred.error is not None:
+            print(f"{PROG}: error: {pred.error}", file=sys.stderr)
+            status = 1
+            continue
+        if args.json:
+            print(json.dumps(pred.to_dict()), flush=True)
+        else:
+            print(pred.image)
+            for t in pred.top:
+                print(f"  {t['prob']:7.4f}  {t['label']} ({t['index']})")
+    return status
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .predict import Classifier, evaluate_imagenet_folder
+
+    if args.weights:
+        weights, data = args.weights, args.target
+    else:
+        weights, data = args.target, args.data
+    if not weights or not data:
+        raise UsageError("give the data folder and --weights FILE, or a run directory / weights file and --data PATH")
+    model = _load_weights(weights, args)
+    result = evaluate_imagenet_folder(Classifier(model), data, batch_size=args.batch_size,
+                                      progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  on {result['images']} images"
+              + (f"  ({result['unlabelled']} without an ImageNet class skipped)" if result["unlabelled"] else "")
+              + (f"  ({result['unreadable']} unreadable skipped)" if result["unreadable"] else ""))
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +248,31 @@ def build_parser() -> argparse.ArgumentParser:
                                    "published top-1/top-5 (float and quantized) beside our Mult-Adds and params.")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_list_models)
+
+    p = sub.add_parser("predict", help="classify images with a weights file",
+                       description="Top-K labels with probabilities for each image (a directory means every "
+                                   "image in it), preprocessed exactly as the weights' reference does.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
+    p.add_argument("--weights", required=True, metavar="FILE", help="TFLite, Keras .h5, .pt/.pth or "
+                   ".safetensors file, or a training run directory")
+    p.add_argument("--top", type=count_type(1, "--top"), default=5, metavar="K", help="how many classes (default 5)")
+    p.add_argument("--json", action="store_true", help='one JSON object per line: {"image", "top": [{"index", "label", "prob"}]}')
+    p.add_argument("--resolution", type=resolution_type, metavar="R", help="input size (default: the file's)")
+    p.add_argument("--batch-size", type=count_type(1, "--batch-size"), default=16, metavar="B")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="top-1 / top-5 accuracy on an image folder",
+                       description="Top-1 and top-5 on an ImageNet-style folder (class subfolders named by "
+                                   "WordNet id, or files named <wnid>_*.JPEG). Either `evaluate DIR --weights "
+                                   "FILE` or `evaluate RUN_DIR_or_WEIGHTS --data DIR`.")
+    p.add_argument("target", nargs="?", metavar="DIR_or_WEIGHTS")
+    p.add_argument("--weights", metavar="FILE", help="weights file (then the positional argument is the data folder)")
+    p.add_argument("--data", metavar="PATH", help="data folder (then the positional argument is the weights or run dir)")
+    p.add_argument("--resolution", type=resolution_type, metavar="R", help="input size (default: the file's)")
+    p.add_argument("--batch-size", type=count_type(1, "--batch-size"), default=32, metavar="B")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
 
     return parser
 

@@ -1,0 +1,52 @@
+"""Shared timing helpers for the benchmarks: interleaved runs, medians, machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], *, warmup: int = 5, rounds: int = 30,
+                        min_time: float = 0.0) -> dict[str, list[float]]:
+    """Time each function ``rounds`` times, alternating between them so that drift in the
+    machine's speed hits all equally. Returns the list of times (seconds) per name."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    r = 0
+    while r < rounds or time.perf_counter() - start < min_time:
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        r += 1
+    return times
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e3
+
+
+def p90_ms(samples: list[float]) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))] * 1e3
