@@ -55,7 +55,15 @@ def _sniff(path: Path) -> str:
         return "tflite"
     if head.startswith(_HDF5_MAGIC):
         return "keras"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+    if head.startswith(b"PK\x03\x04"):
+        try:  # a Keras 3 ``.keras`` archive holds model.weights.h5; torch.save zips do not
+            with zipfile.ZipFile(path) as archive:
+                if "model.weights.h5" in archive.namelist():
+                    return "keras"
+        except zipfile.BadZipFile:
+            pass
+        return "torch"
+    if head[:1] == b"\x80":
         return "torch"
     (n,) = struct.unpack("<Q", head[:8])
     if 2 <= n < 100_000_000 and head[8:9] == b"{":
