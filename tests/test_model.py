@@ -170,3 +170,12 @@ def test_train_step_runs():
     loss.backward()
     opt.step()
     assert torch.isfinite(loss)
+
+
+def test_cifar_stem_keeps_weights_and_ends_at_4x4():
+    m = mobilenets.mobilenet_v1(0.25, 10, cifar_stem=True)
+    plain = mobilenets.mobilenet_v1(0.25, 10)
+    assert [v.shape for v in m.state_dict().values()] == [v.shape for v in plain.state_dict().values()]
+    assert m.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 4
+    assert max(i["stride"] for i in m.feature_info) == 8
+    assert mobilenets.cost(m, 32).mult_adds > 10 * mobilenets.cost(plain, 32).mult_adds

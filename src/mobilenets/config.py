@@ -48,6 +48,9 @@ class MobileNetConfig:
         output_stride: 32 (classification), or 16 / 8 for dense prediction: the last
             strides become dilations, as in TF-slim.
         bn_eps: BatchNorm epsilon (PyTorch's 1e-5; TensorFlow-trained weights use 1e-3).
+        cifar_stem: for small (e.g. 32×32 CIFAR) inputs: stride 1 in the stem conv and in
+            Conv2d_2's depthwise conv, so the total stride is 8 and a 32-px image ends in a
+            4×4 map instead of 1×1. Weight shapes are unchanged; Mult-Adds grow 16×.
     """
 
     width_multiplier: float = 1.0
@@ -61,6 +64,7 @@ class MobileNetConfig:
     in_chans: int = 3
     output_stride: int = 32
     bn_eps: float = 1e-5
+    cifar_stem: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

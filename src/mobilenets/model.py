@@ -30,6 +30,7 @@ __all__ = [
     "MOBILENET_V1_CONV_DEFS",
     "SHALLOW_REMOVED_LAYERS",
     "FEATURE_LAYERS",
+    "CIFAR_STEM_ROWS",
     "conv_defs_for",
     "Conv2dSame",
     "ConvBNAct",
@@ -79,6 +80,9 @@ MOBILENET_V1_CONV_DEFS: tuple[Conv | DepthSepConv, ...] = (
 
 # Table 5's "Shallow MobileNet" removes the five 14×14×512 separable layers.
 SHALLOW_REMOVED_LAYERS = (7, 8, 9, 10, 11)
+
+# Rows that keep stride 1 with ``cifar_stem=True`` (small inputs): the stem and Conv2d_2.
+CIFAR_STEM_ROWS = (0, 2)
 
 # Table 1 rows whose outputs are the feature maps at nominal output strides 8, 16 and 32.
 FEATURE_LAYERS = {8: 5, 16: 11, 32: 13}
@@ -191,6 +195,8 @@ class MobileNetV1(nn.Module):
         cin, current_stride, rate = c.in_chans, 1, 1
         for row, d in conv_defs_for(c.variant):
             cout = c.depth(d.channels)
+            if c.cifar_stem and row in CIFAR_STEM_ROWS:
+                d = type(d)(d.kernel, 1, d.channels)
             if current_stride >= c.output_stride and d.stride > 1:
                 stride, dilation, rate = 1, rate, rate * d.stride  # dilate instead of striding
             else:
@@ -276,6 +282,7 @@ def mobilenet_v1(
     output_stride: int = 32,
     activation: str = "relu",
     bn_eps: float = 1e-5,
+    cifar_stem: bool = False,
     features_only: bool = False,
     config: MobileNetConfig | None = None,
 ) -> MobileNetV1:
@@ -294,6 +301,7 @@ def mobilenet_v1(
         output_stride: 32, or 16 / 8 to dilate instead of striding at the end.
         activation: ``"relu"`` or ``"relu6"``.
         bn_eps: BatchNorm epsilon (TensorFlow's models use 1e-3).
+        cifar_stem: stride 1 in the stem and Conv2d_2 for small (32×32) inputs: 4×4 final map.
         features_only: return the feature maps at strides 8, 16, 32 instead of logits.
         config: a ready :class:`MobileNetConfig`; when given, the other arguments are ignored.
 
@@ -305,5 +313,6 @@ def mobilenet_v1(
             width_multiplier=width_multiplier, resolution=resolution, num_classes=num_classes,
             variant=variant, activation=activation, tf_padding=tf_padding, min_depth=min_depth,
             dropout=dropout, in_chans=in_chans, output_stride=output_stride, bn_eps=bn_eps,
+            cifar_stem=cifar_stem,
         )
     return MobileNetV1(config, features_only=features_only)
