@@ -14,6 +14,8 @@ Quick start::
 from .config import MobileNetConfig
 from .cost import CostReport, LayerCost, cost
 from .model import MOBILENET_V1_CONV_DEFS, MobileNetV1, mobilenet_v1
+from .export import ExportReport, export
+from .fuse import fuse
 from .predict import Classifier
 from .registry import OFFICIAL_MODELS, create_model, get_config, list_models
 from .weights import load_pretrained, save_checkpoint
@@ -35,5 +37,8 @@ __all__ = [
     "load_pretrained",
     "save_checkpoint",
     "Classifier",
+    "export",
+    "ExportReport",
+    "fuse",
     "__version__",
 ]

@@ -203,14 +203,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not weights or not data:
         raise UsageError("give the data folder and --weights FILE, or a run directory / weights file and --data PATH")
     model = _load_weights(weights, args)
-    result = evaluate_imagenet_folder(Classifier(model), data, batch_size=args.batch_size,
-                                      progress=not args.no_progress)
+    if args.device:
+        model = model.to(args.device)
+    if (getattr(model, "pretrained_info", None) or {}).get("class_names"):
+        # A model trained with `mobilenets train`: its own classes and preprocessing.
+        from .train import evaluate_dataset
+
+        splits = [args.split] if args.split else ["val", "test"]
+        for i, split in enumerate(splits):
+            try:
+                result = evaluate_dataset(model, data, split=split, batch_size=args.batch_size,
+                                          progress=not args.no_progress)
+                break
+            except ValueError:
+                if i == len(splits) - 1:
+                    raise
+    else:
+        result = evaluate_imagenet_folder(Classifier(model), data, batch_size=args.batch_size,
+                                          progress=not args.no_progress)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  on {result['images']} images"
-              + (f"  ({result['unlabelled']} without an ImageNet class skipped)" if result["unlabelled"] else "")
-              + (f"  ({result['unreadable']} unreadable skipped)" if result["unreadable"] else ""))
+              + (f"  ({result['unlabelled']} without an ImageNet class skipped)" if result.get("unlabelled") else "")
+              + (f"  ({result['unreadable']} unreadable skipped)" if result.get("unreadable") else "")
+              + (f"  ({result['skipped']} unreadable skipped)" if result.get("skipped") else ""))
     return 0
 
 
@@ -272,8 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=count_type(1, "--batch-size"), default=32, metavar="B")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--split", choices=("val", "test", "train"), default=None,
+                   help="for a model trained with `mobilenets train`: which split of --data (default val, else test)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     p.set_defaults(func=cmd_evaluate)
 
+    from .cli_deploy import add_parsers as add_deploy_parsers
+    from .cli_train import add_parsers as add_train_parsers
+
+    add_train_parsers(sub)
+    add_deploy_parsers(sub)
     return parser
 
 

@@ -1,6 +1,6 @@
 """ImageNet class lists, shipped with the package.
 
-``data/imagenet_classes.tsv`` holds the 1000 ILSVRC-2012 classes in index order (sorted
+``resources/imagenet_classes.tsv`` holds the 1000 ILSVRC-2012 classes in index order (sorted
 WordNet ids), each with a short name and its WordNet lemmas (the label text TF-slim uses).
 Google's released models have 1001 outputs: index 0 is "background", then the same 1000.
 """
@@ -15,7 +15,7 @@ __all__ = ["imagenet_wnids", "imagenet_names", "imagenet_lemmas", "labels_for", 
 
 @lru_cache(maxsize=1)
 def _table() -> tuple[tuple[str, str, str], ...]:
-    text = resources.files("mobilenets").joinpath("data/imagenet_classes.tsv").read_text(encoding="utf-8")
+    text = resources.files("mobilenets").joinpath("resources/imagenet_classes.tsv").read_text(encoding="utf-8")
     rows = [tuple(line.split("\t")) for line in text.splitlines() if line and not line.startswith("#")]
     assert len(rows) == 1000, "corrupt package data: imagenet_classes.tsv must have 1000 rows"
     return tuple(rows)  # type: ignore[return-value]

@@ -46,7 +46,7 @@ class Classifier:
         self.spec = preprocess or info.get("preprocess", TF_PREPROCESS)
         self.labels = labels or info.get("class_names") or labels_for(model.num_classes)
         self.input_quantization = info.get("input_quantization") if info.get("quantized") else None
-        self.resolution = model.resolution
+        self.resolution = int(info.get("input_size") or model.resolution)  # a run's training size
         self.device = next(model.parameters()).device
 
     def preprocess(self, image: Any) -> torch.Tensor:

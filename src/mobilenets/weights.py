@@ -81,6 +81,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files owner-only; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -190,7 +193,7 @@ def _from_mapping(obj: Any, path: Path) -> tuple[MobileNetConfig, dict[str, torc
         config = MobileNetConfig.from_dict(obj["config"])
         info = {"format": "mobilenets", "preprocess": obj.get("preprocess", IMAGENET_PREPROCESS),
                 "has_background_class": config.num_classes == 1001}
-        for key in ("epoch", "metrics", "class_names"):
+        for key in ("epoch", "metrics", "class_names", "input_size"):
             if key in obj:
                 info[key] = obj[key]
         return config, obj["model"], info
