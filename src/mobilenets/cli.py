@@ -68,6 +68,23 @@ def count_type(minimum: int, what: str) -> Callable[[str], int]:
     return parse
 
 
+def float_type(what: str, *, minimum: float = 0.0, inclusive: bool = False,
+               below: float | None = None) -> Callable[[str], float]:
+    """A float option in a range: ``> minimum`` (or ``≥`` when ``inclusive``), and ``< below`` if given."""
+    rule = f"{'≥' if inclusive else '>'} {minimum:g}" + (f" and < {below:g}" if below is not None else "")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; {what} must be a number {rule}") from None
+        ok = math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
+        if not ok or (below is not None and value >= below):
+            raise argparse.ArgumentTypeError(f"{what} must be a number {rule}, got {text}")
+        return value
+    return parse
+
+
 def add_model_options(p: argparse.ArgumentParser, *, with_classes: bool = True) -> None:
     """The options that define a MobileNet, shared by every subcommand that builds one."""
     g = p.add_argument_group("model (the paper's two knobs: α thins every layer, ρ shrinks the input)")
@@ -302,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse and run a subcommand; bad input becomes one line on stderr and exit status 2."""
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
@@ -318,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_parser(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -60,18 +60,6 @@ def quantity_type(what: str) -> Callable[[str], float]:
     return parse
 
 
-def positive_float(what: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number > 0, got {text!r}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"{what} must be a number > 0, got {text}")
-        return value
-    return parse
-
-
 # ----------------------------------------------------------------------------- commands
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -142,7 +130,7 @@ def _runtime_options(p: argparse.ArgumentParser, iters: int = 50) -> None:
 
 def add_parsers(sub: Any) -> None:
     """Register ``export``, ``bench`` and ``select`` on the main parser's subparsers."""
-    from .cli import count_type, resolution_type, width_type
+    from .cli import count_type, float_type, resolution_type, width_type
 
     p = sub.add_parser(
         "export", help="export weights to ONNX / OpenVINO / TorchScript / PT2 / TFLite, verified",
@@ -183,7 +171,7 @@ def add_parsers(sub: Any) -> None:
         description="Measure (or read from --bench-csv) each official (α, ρ)'s latency, keep those within the "
                     "params / Mult-Adds limits, and pick the most accurate on the latency-accuracy Pareto front "
                     "within --max-latency-ms. Exit status 1 when no model fits (the fastest is named).")
-    p.add_argument("--max-latency-ms", required=True, type=positive_float("--max-latency-ms"), metavar="L",
+    p.add_argument("--max-latency-ms", required=True, type=float_type("--max-latency-ms"), metavar="L",
                    help="budget for the median latency of one call (batch --batch), in milliseconds")
     p.add_argument("--max-params", type=quantity_type("--max-params"), metavar="P", help="e.g. 2.6M")
     p.add_argument("--max-mult-adds", type=quantity_type("--max-mult-adds"), metavar="M", help="e.g. 300M")
@@ -201,25 +189,13 @@ def add_parsers(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``export`` / ``bench`` / ``select`` alone, with the main command's error handling
     (``python -m mobilenets.cli_deploy ...``; ``mobilenets ...`` is the usual way in)."""
-    import sys
-
-    from .cli import PROG, UsageError, _Parser
+    from .cli import PROG, _Parser, run_parser
 
     parser = _Parser(prog=PROG, description="MobileNet deployment: export, bench, select")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     add_parsers(sub)
-    try:
-        args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-            PermissionError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-
+    return run_parser(parser, argv)
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())

@@ -22,42 +22,6 @@ from typing import Any, Sequence
 __all__ = ["add_parsers", "cmd_train", "cmd_experiment", "main"]
 
 
-def _positive_float(what: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number; {what} must be a number > 0") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"{what} must be a number > 0, got {text}")
-        return value
-    return parse
-
-
-def _fraction(what: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number; {what} must be in [0, 1)") from None
-        if not 0.0 <= value < 1.0:
-            raise argparse.ArgumentTypeError(f"{what} must be in [0, 1), got {text}")
-        return value
-    return parse
-
-
-def _nonnegative_float(what: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number; {what} must be a number ≥ 0") from None
-        if not math.isfinite(value) or value < 0:
-            raise argparse.ArgumentTypeError(f"{what} must be a number ≥ 0, got {text}")
-        return value
-    return parse
-
-
 def _add_run_options(p: argparse.ArgumentParser, *, recipe_default: str) -> None:
     """Options shared by ``train`` and ``experiment``."""
     from .cli import count_type
@@ -86,7 +50,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, recipe_default: str) -> None
 
 def add_parsers(sub: Any) -> None:
     """Register ``train`` and ``experiment`` on the ``mobilenets`` subparsers object."""
-    from .cli import add_model_options, count_type
+    from .cli import add_model_options, count_type, float_type
     from .train import OPTIMIZERS, SCHEDULES
 
     p = sub.add_parser(
@@ -106,22 +70,22 @@ def add_parsers(sub: Any) -> None:
     _add_run_options(p, recipe_default="cifar for images up to 64 px, imagenet otherwise")
     g = p.add_argument_group("optimization (default: the recipe's)")
     g.add_argument("--optimizer", choices=OPTIMIZERS)
-    g.add_argument("--lr", type=_positive_float("--lr"), metavar="LR",
+    g.add_argument("--lr", type=float_type("--lr"), metavar="LR",
                    help="learning rate for the global batch, used as is (the recipe's is scaled to the batch)")
     g.add_argument("--schedule", choices=SCHEDULES, help="exp: x0.94 every 2.5 epochs (TF-slim); cosine; "
                    "onecycle; constant")
-    g.add_argument("--warmup-epochs", type=_nonnegative_float("--warmup-epochs"), metavar="E")
-    g.add_argument("--momentum", type=_fraction("--momentum"), metavar="M")
-    g.add_argument("--weight-decay", type=_nonnegative_float("--weight-decay"), metavar="WD")
+    g.add_argument("--warmup-epochs", type=float_type("--warmup-epochs", inclusive=True), metavar="E")
+    g.add_argument("--momentum", type=float_type("--momentum", inclusive=True, below=1.0), metavar="M")
+    g.add_argument("--weight-decay", type=float_type("--weight-decay", inclusive=True), metavar="WD")
     g.add_argument("--wd-all", action="store_true", default=None,
                    help="weight decay on every parameter (default: not on depthwise filters, BatchNorm, biases)")
-    g.add_argument("--label-smoothing", type=_fraction("--label-smoothing"), metavar="S")
-    g.add_argument("--ema", type=_fraction("--ema"), nargs="?", const=0.9998, metavar="DECAY",
+    g.add_argument("--label-smoothing", type=float_type("--label-smoothing", inclusive=True, below=1.0), metavar="S")
+    g.add_argument("--ema", type=float_type("--ema", inclusive=True, below=1.0), nargs="?", const=0.9998, metavar="DECAY",
                    help="average the weights (decay 0.9998 if no value; 0 = off); evaluation and saved weights "
                         "use the average")
     g.add_argument("--cutout", type=count_type(0, "--cutout"), metavar="PX",
                    help="cutout square size for small images (0 = off)")
-    g.add_argument("--grad-clip", type=_nonnegative_float("--grad-clip"), metavar="NORM", help="0 = off")
+    g.add_argument("--grad-clip", type=float_type("--grad-clip", inclusive=True), metavar="NORM", help="0 = off")
     g.add_argument("--accum-steps", type=count_type(1, "--accum-steps"), metavar="K",
                    help="split each process's share of the batch into K micro-batches (same gradients, less memory)")
     g = p.add_argument_group("small inputs and fine-tuning")
@@ -279,25 +243,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mobilenets.cli_train {train,experiment} ...`` (the same as ``mobilenets train``)."""
-    from .cli import PROG, UsageError, _Parser
+    from .cli import PROG, _Parser, run_parser
 
     parser = _Parser(prog=PROG, description="MobileNet V1 training")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     add_parsers(sub)
-    try:
-        args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-
+    return run_parser(parser, argv)
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
