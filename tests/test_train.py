@@ -195,7 +195,7 @@ def test_cli_train_and_resume_with_stored_options(tiny, tmp_path, capsys):
     (["--sync-bn"], "needs --device cuda"),
     (["--freeze-epochs", "1"], "give the weights with --init"),
     (["--lr", "0"], "--lr must be a number > 0"),
-    (["--ema", "1.5"], "--ema must be in [0, 1)"),
+    (["--ema", "1.5"], "--ema must be a number ≥ 0 and < 1"),
     (["--recipe", "fast"], "invalid choice: 'fast'"),
     (["--width", "0.5", "--init", "/no/such/file.pt"], "no such weights file"),
 ])
