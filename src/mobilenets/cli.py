@@ -226,15 +226,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         # A model trained with `mobilenets train`: its own classes and preprocessing.
         from .train import evaluate_dataset
 
-        splits = [args.split] if args.split else ["val", "test"]
-        for i, split in enumerate(splits):
-            try:
-                result = evaluate_dataset(model, data, split=split, batch_size=args.batch_size,
-                                          progress=not args.no_progress)
-                break
-            except ValueError:
-                if i == len(splits) - 1:
-                    raise
+        # "val" means val/, validation/ or test/, whichever the data has.
+        result = evaluate_dataset(model, data, split=args.split or "val", batch_size=args.batch_size,
+                                  progress=not args.no_progress)
     else:
         result = evaluate_imagenet_folder(Classifier(model), data, batch_size=args.batch_size,
                                           progress=not args.no_progress)
@@ -307,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--split", choices=("val", "test", "train"), default=None,
-                   help="for a model trained with `mobilenets train`: which split of --data (default val, else test)")
+                   help="for a model trained with `mobilenets train`: which split of --data (default: val/, else test/)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     p.set_defaults(func=cmd_evaluate)
 

@@ -59,7 +59,7 @@ class Classifier:
         crop = float(self.spec.get("crop", 0.875))
         if crop < 1.0:
             array = central_crop(array, crop)
-        x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).to(torch.float32) / 255.0
+        x = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).to(torch.float32) / 255.0
         x = resize_bilinear_legacy(x, self.resolution, self.resolution)
         mean = torch.tensor(self.spec["mean"], dtype=torch.float32)[:, None, None]
         std = torch.tensor(self.spec["std"], dtype=torch.float32)[:, None, None]

@@ -94,7 +94,7 @@ def tf_slim_preprocess(image: Image.Image | np.ndarray, resolution: int,
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected an RGB image of shape (H, W, 3), got {array.shape}")
     array = central_crop(array, central_fraction) if central_fraction < 1.0 else array
-    chw = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).to(torch.float32) / 255.0
+    chw = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).to(torch.float32) / 255.0
     resized = resize_bilinear_legacy(chw, resolution, resolution)
     return (resized - 0.5) * 2.0
 
