@@ -128,7 +128,7 @@ def test_cifar_stem_keeps_weights_and_ends_in_4x4(variant, tf_padding):
     strided = [m.stride for m in small.modules() if isinstance(m, torch.nn.Conv2d) and m.stride != (1, 1)]
     assert len(strided) == 3  # Conv2d_4, _6 and _12 keep their stride 2
     with pytest.raises(ValueError, match="output_stride 32"):
-        T.apply_cifar_stem(MobileNetV1(config.replace(output_stride=16)))
+        T.build_model(config.replace(output_stride=16), cifar_stem=True)
 
 
 def test_cifar_stem_cost_at_32px():
@@ -167,7 +167,8 @@ def test_run_writes_everything_and_evaluate_agrees(tiny, tmp_path):
     assert (run / "best.pt").is_file() and not list(run.glob(".*.tmp"))
     # the accuracy logged in training is what evaluate_dataset reports for the same weights
     trained = T.load_trained(run / "checkpoint.pt")
-    assert getattr(trained, "cifar_stem", False)
+    assert trained.config.cifar_stem
+    assert mobilenets.load_pretrained(run / "checkpoint.pt").forward_features(torch.zeros(1, 3, 32, 32)).shape[-1] == 4
     result = T.evaluate_dataset(trained, tiny, split="val", progress=False)
     assert result["images"] == 18 and result["top1"] == pytest.approx(metrics[-1]["val_top1"], abs=100 / 18 + 1e-9)
     assert result["top5"] == 100.0

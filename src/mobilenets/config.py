@@ -101,6 +101,8 @@ class MobileNetConfig:
             raise ValueError(f"in_chans must be an integer ≥ 1, got {self.in_chans!r}")
         if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
             raise ValueError(f"bn_eps must be a number > 0, got {self.bn_eps!r}")
+        if self.cifar_stem and self.output_stride != 32:
+            raise ValueError("the small-input stem (cifar_stem) needs output_stride 32: it removes strides itself")
         if self.output_stride not in OUTPUT_STRIDES:
             raise ValueError(
                 f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, "

@@ -39,9 +39,8 @@ the stem conv (Table 1 row 0) and the depthwise conv of Conv2d_2 (row 2) use str
 total stride 8. A 32-px image stays 32×32 through Conv2d_3, is 16×16 in Conv2d_4–5, 8×8 in
 the five 512-channel blocks and 4×4 in Conv2d_12–13 (ImageNet's 224 px gives 112, 56, 28, 14,
 7: the two highest-resolution stages merge, the rest keep their shape). No weight changes
-shape, so any MobileNet V1 weights load. The model is
-built from its :class:`MobileNetConfig` and then modified (:func:`apply_cifar_stem`); the
-checkpoint records ``"cifar_stem": true`` in its config so :func:`load_trained` can redo it.
+shape, so any MobileNet V1 weights load. It is ``MobileNetConfig.cifar_stem``, so the
+checkpoint's config rebuilds it and :func:`mobilenets.load_pretrained` returns the trained network.
 """
 
 from __future__ import annotations
@@ -72,19 +71,18 @@ from .data import (
     choose_loader, collate_masked, crop_flip, cutout_, epoch_permutation, load_tensor_split, load_tensor_splits,
     mix_seed, open_data, skipped_message, to_input,
 )
-from .model import ConvBNAct, MobileNetV1
+from .model import MobileNetV1
 from .weights import IMAGENET_PREPROCESS, atomic_write, read_weights, save_checkpoint
 
 __all__ = [
-    "Recipe", "RECIPES", "TrainConfig", "train", "fit", "TrainingDiverged", "apply_cifar_stem",
+    "Recipe", "RECIPES", "TrainConfig", "train", "fit", "TrainingDiverged",
     "build_model", "load_trained", "evaluate_dataset", "recalibrate_batchnorm", "param_groups", "lr_factor", "ModelEma",
-    "CIFAR_STEM_ROWS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
+    "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
 ]
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 SCHEDULES = ("exp", "cosine", "onecycle", "constant")
 AMP_MODES = ("bf16", "fp16", "off")
-CIFAR_STEM_ROWS = (0, 2)  # Table 1 rows whose stride becomes 1 for small inputs
 TIME_KEYS = ("images_per_second", "epoch_time", "train_time", "val_time")  # differ between identical runs
 
 
@@ -250,70 +248,17 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------- model helpers
 
-# Once MobileNetConfig has a ``cifar_stem`` field (same meaning), models are built that way
-# from their config and the in-place rewrite below is skipped.
-_CONFIG_HAS_STEM = "cifar_stem" in {f.name for f in dataclasses.fields(MobileNetConfig)}
-
-
-def apply_cifar_stem(model: MobileNetV1) -> MobileNetV1:
-    """Make a MobileNet fit small (e.g. 32×32) inputs, in place: stride 1 in the stem conv and
-    in Conv2d_2's depthwise conv, so the total stride is 8 instead of 32 and a 32-px image ends
-    in a 4×4 map. Weight shapes do not change. ``model.feature_info`` strides are not updated."""
-    if getattr(model.config, "cifar_stem", False):  # built with the small-input stem already
-        model.cifar_stem = True  # type: ignore[attr-defined]
-        return model
-    if model.config.output_stride != 32:
-        raise ValueError("the small-input stem needs output_stride 32 (it removes strides itself)")
-    for layer, row in zip(model.features, model.table_rows):
-        if row in CIFAR_STEM_ROWS:
-            conv = layer.conv if isinstance(layer, ConvBNAct) else layer.dw.conv
-            conv.stride = (1, 1)
-    model.cifar_stem = True  # type: ignore[attr-defined]
-    return model
-
-
 def build_model(config: MobileNetConfig, *, cifar_stem: bool = False) -> MobileNetV1:
-    """A MobileNet from its config, with the small-input stem if asked."""
-    if cifar_stem and _CONFIG_HAS_STEM:
-        config = config.replace(cifar_stem=True)
-    model = MobileNetV1(config)
-    return apply_cifar_stem(model) if cifar_stem else model
-
-
-def _run_extras(path: str | os.PathLike) -> dict[str, Any]:
-    """What a checkpoint of ours records beyond :func:`load_pretrained`'s view of it."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return {}
-    if not isinstance(obj, dict) or obj.get("format") != "mobilenets":
-        return {}
-    config = obj.get("config") or {}
-    return {"cifar_stem": bool(config.get("cifar_stem", False)), "input_size": obj.get("input_size")}
-
-
-def _adapt_loaded(model: MobileNetV1) -> MobileNetV1:
-    """Redo the small-input stem of a model loaded from one of our checkpoints (once), and note
-    the input size it was trained at in ``model.pretrained_info``."""
-    info = getattr(model, "pretrained_info", None)
-    if info is None:
-        return model
-    if "input_size" not in info and info.get("path"):
-        extras = _run_extras(info["path"])
-        info["cifar_stem"] = extras.get("cifar_stem", False)
-        info["input_size"] = extras.get("input_size")
-    stem = getattr(model.config, "cifar_stem", False) or info.get("cifar_stem", False)
-    if stem and not getattr(model, "cifar_stem", False):
-        apply_cifar_stem(model)
-    return model
+    """A MobileNet from its config, with the small-input stem (``MobileNetConfig.cifar_stem``) if asked."""
+    return MobileNetV1(config.replace(cifar_stem=True) if cifar_stem else config)
 
 
 def load_trained(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> MobileNetV1:
-    """:func:`mobilenets.load_pretrained` plus what our training recorded (the small-input stem,
-    the input size): the model exactly as it was evaluated during training."""
+    """:func:`mobilenets.load_pretrained` of a run's checkpoint: its config carries the small-input
+    stem and ``pretrained_info`` the input size it was trained at. Kept as the trainer's name for it."""
     from .weights import load_pretrained
 
-    return _adapt_loaded(load_pretrained(path, device=device))
+    return load_pretrained(path, device=device)
 
 
 # ----------------------------------------------------------------------------- optimization
@@ -778,10 +723,9 @@ class _Trainer:
         if num_classes < n_classes:
             raise ValueError(f"--num-classes {num_classes} is fewer than the {n_classes} class folders of the data")
         cifar_stem = cfg.cifar_stem if cfg.cifar_stem is not None else input_size < 64
-        model_config = base.replace(resolution=resolution, num_classes=num_classes,
-                                    **({"cifar_stem": bool(cifar_stem)} if _CONFIG_HAS_STEM else {}))
-        if cifar_stem and model_config.output_stride != 32:
+        if cifar_stem and base.output_stride != 32:
             raise ValueError("the small-input stem (--cifar-stem) cannot be combined with --output-stride 8/16")
+        model_config = base.replace(resolution=resolution, num_classes=num_classes, cifar_stem=bool(cifar_stem))
 
         # optimization
         optimizer = cfg.optimizer or recipe.optimizer
@@ -879,8 +823,6 @@ class _Trainer:
         net = MobileNetV1(self.model_config)
         if self.init_state is not None and not self.resuming:
             self._load_init(net, *self.init_state)
-        if s["cifar_stem"]:
-            apply_cifar_stem(net)
         net.to(self.device)
         if s["channels_last"]:
             net.to(memory_format=torch.channels_last)
@@ -1058,7 +1000,7 @@ class _Trainer:
         """checkpoint.pt: everything to resume, loadable by :func:`mobilenets.load_pretrained`."""
         s = self.s
         extra: dict[str, Any] = {
-            "config": {**self.model_config.to_dict(), "cifar_stem": s["cifar_stem"]},
+            "config": self.model_config.to_dict(),
             "preprocess": s["preprocess"], "class_names": self.data.class_names, "input_size": s["input_size"],
             "epoch": epoch_done, "step": epoch_done * s["steps_per_epoch"] + step_in_epoch,
             "step_in_epoch": step_in_epoch, "status": status,
@@ -1080,7 +1022,7 @@ class _Trainer:
     def _save_best(self) -> None:
         s = self.s
         save_checkpoint(self.run_dir / "best.pt", self._eval_module(),
-                        config={**self.model_config.to_dict(), "cifar_stem": s["cifar_stem"]},
+                        config=self.model_config.to_dict(),
                         preprocess=s["preprocess"], class_names=self.data.class_names, input_size=s["input_size"],
                         epoch=self.best["epoch"], metrics=self.history[-1], settings=s)
 
@@ -1361,7 +1303,7 @@ class _Trainer:
             "wall_seconds": self.wall_before + time.perf_counter() - self.wall_start,
             "images_per_second": sum(ips) / len(ips) if ips else None,
             "model": self.model_config.label,
-            "config": {**self.model_config.to_dict(), "cifar_stem": self.s["cifar_stem"]},
+            "config": self.model_config.to_dict(),
             "input_size": self.s["input_size"], "recipe": self.s["recipe"], "num_classes": len(self.data.class_names),
             "run_dir": str(self.run_dir), "settings": self.s,
         }
@@ -1399,7 +1341,6 @@ def evaluate_dataset(model: MobileNetV1, data_path: str | os.PathLike, *, split:
     """
     from tqdm import tqdm
 
-    _adapt_loaded(model)
     info = getattr(model, "pretrained_info", None) or {}
     class_names = info.get("class_names")
     if not class_names:
