@@ -18,8 +18,7 @@ import torch
 
 from .labels import labels_for, wnid_to_index
 from .model import MobileNetV1
-from .preprocess import (dequantize_input, list_images, load_image, quantize_input,
-                         resize_bilinear_legacy, central_crop)
+from .preprocess import dequantize_input, list_images, load_image, quantize_input, tf_slim_preprocess
 from .weights import TF_PREPROCESS
 
 __all__ = ["Classifier", "Prediction", "imagenet_target", "evaluate_imagenet_folder"]
@@ -51,19 +50,10 @@ class Classifier:
 
     def preprocess(self, image: Any) -> torch.Tensor:
         """PIL image or path → the (3, R, R) float tensor the model expects."""
-        import numpy as np
-
         if isinstance(image, (str, os.PathLike)):
             image = load_image(image)
-        array = np.asarray(image.convert("RGB"))
-        crop = float(self.spec.get("crop", 0.875))
-        if crop < 1.0:
-            array = central_crop(array, crop)
-        x = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).to(torch.float32) / 255.0
-        x = resize_bilinear_legacy(x, self.resolution, self.resolution)
-        mean = torch.tensor(self.spec["mean"], dtype=torch.float32)[:, None, None]
-        std = torch.tensor(self.spec["std"], dtype=torch.float32)[:, None, None]
-        x = (x - mean) / std
+        x = tf_slim_preprocess(image, self.resolution, float(self.spec.get("crop", 0.875)),
+                               mean=tuple(self.spec["mean"]), std=tuple(self.spec["std"]))
         if self.input_quantization is not None:
             scale, zero_point = self.input_quantization
             x = dequantize_input(quantize_input(x, scale, zero_point), scale, zero_point)

@@ -87,16 +87,20 @@ def resize_bilinear_legacy(image: torch.Tensor, height: int, width: int) -> torc
     return top_row + (bottom_row - top_row) * dy[:, None]
 
 
-def tf_slim_preprocess(image: Image.Image | np.ndarray, resolution: int,
-                       central_fraction: float = 0.875) -> torch.Tensor:
-    """TF-slim's eval preprocessing: a (3, R, R) float32 tensor in [-1, 1]."""
+def tf_slim_preprocess(image: Image.Image | np.ndarray, resolution: int, central_fraction: float = 0.875,
+                       mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+                       std: tuple[float, ...] = (0.5, 0.5, 0.5)) -> torch.Tensor:
+    """TF-slim's eval preprocessing: a (3, R, R) float32 tensor, ``(x - mean) / std`` of pixels
+    in [0, 1]; the default mean and std give TF-slim's [-1, 1]."""
     array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected an RGB image of shape (H, W, 3), got {array.shape}")
     array = central_crop(array, central_fraction) if central_fraction < 1.0 else array
     chw = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).to(torch.float32) / 255.0
     resized = resize_bilinear_legacy(chw, resolution, resolution)
-    return (resized - 0.5) * 2.0
+    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    return (resized - m) / s
 
 
 def quantize_input(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
