@@ -66,7 +66,6 @@ def test_default_runtime_is_installed():
     (dict(runtime="tensorrt"), "unknown runtime 'tensorrt'"),
     (dict(runtime="torch", precision="fp8"), "unknown precision"),
     (dict(runtime="onnxruntime", precision="bf16"), "no bf16 CPU path"),
-    (dict(runtime="litert", precision="int8"), "int8 TFLite export is not supported"),
     (dict(runtime="torch", batch=0), "batch must be an integer"),
     (dict(runtime="torch", threads=0), "threads must be an integer"),
     (dict(runtime="torch", iters=0), "iters"),

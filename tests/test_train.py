@@ -267,6 +267,43 @@ def test_sigterm_mid_epoch_then_resume_is_exact(tiny, tmp_path, monkeypatch, loa
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
+def test_qat_run_resumes_exactly_and_its_int8_export_keeps_the_simulated_accuracy(tiny, tmp_path, monkeypatch):
+    """--qat: fake-quantized training that checkpoints, resumes bit-for-bit (ranges included, with
+    EMA), saves plain float weights, and whose int8 ONNX export predicts what training simulated."""
+    from mobilenets.fuse import enable_fake_quant, load_fake_quant_ranges
+
+    common = dict(qat=True, ema=0.9, epochs=3)
+    quick(tiny, tmp_path / "ref", **common)
+    real = T._make_criterion
+    monkeypatch.setattr(T, "_make_criterion", lambda ls: _SignalAt(real(ls), at=5))
+    assert quick(tiny, tmp_path / "cut", **common)["status"] == "interrupted"
+    monkeypatch.setattr(T, "_make_criterion", real)
+    quick(tiny, tmp_path / "cut", resume=True, **common)
+    assert strip_times(read_metrics(tmp_path / "cut")) == strip_times(read_metrics(tmp_path / "ref"))
+    ck = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
+    assert ck["settings"]["qat"] and set(ck["qat_ranges"]) and all(v > 0 for v in ck["qat_ranges"].values())
+
+    model = load_pretrained(tmp_path / "ref" / "checkpoint.pt")  # plain float MobileNetV1
+    assert type(model.features[0].conv) is torch.nn.Conv2d
+    simulated = enable_fake_quant(load_pretrained(tmp_path / "ref" / "checkpoint.pt")).eval()
+    load_fake_quant_ranges(simulated, ck["qat_ranges"])
+    torch.manual_seed(0)
+    x = torch.rand(32, 3, 32, 32) * 2 - 1
+    pytest.importorskip("onnxruntime")
+    report = mobilenets.export(model, "onnx", tmp_path / "q.onnx", int8=True, calibration=x, calibration_images=32)
+    from mobilenets.export import open_runtime
+
+    int8 = open_runtime(report.path, "onnx", precision="int8").run_all(x.numpy())
+    with torch.no_grad():
+        sim = simulated(x).numpy()
+    assert float((int8.argmax(1) == sim.argmax(1)).mean()) >= 0.9
+    with pytest.raises(ValueError, match="--resume: qat differs"):
+        state = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
+        state["status"] = "running"
+        torch.save(state, tmp_path / "ref" / "checkpoint.pt")
+        quick(tiny, tmp_path / "ref", ema=0.9, epochs=3, resume=True)
+
+
 def test_resume_refuses_changed_options(tiny, tmp_path):
     quick(tiny, tmp_path / "r", epochs=2, subset=None)
     ck = tmp_path / "r" / "checkpoint.pt"

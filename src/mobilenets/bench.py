@@ -105,8 +105,6 @@ def _check(runtime: str, precision: str, device: str, batch: int, threads: int |
         raise ValueError(f"threads must be an integer ≥ 1, got {threads!r}")
     if precision == "bf16" and runtime in ("onnxruntime", "litert"):
         raise ValueError(f"{runtime} has no bf16 CPU path; use --runtime openvino or torch for bf16")
-    if precision == "int8" and runtime == "litert":
-        raise ValueError("int8 TFLite export is not supported; benchmark int8 with onnxruntime or openvino")
     if precision == "int8" and runtime == "torch" and device == "cuda":
         raise ValueError("int8 on CUDA is not supported; use bf16 on the GPU")
     if not runtime_available(runtime):
@@ -155,7 +153,8 @@ def make_runner(config: MobileNetConfig, runtime: str, *, precision: str = "fp32
     else:
         _WRITERS[fmt](fused, example, path, batch)
     runner = open_runtime(path, fmt, threads=threads, precision=precision)
-    x = example.numpy()
+    # TFLite files take NHWC: hand it over in that layout so no transpose is timed.
+    x = example.numpy() if fmt != "tflite" else np.ascontiguousarray(example.numpy().transpose(0, 2, 3, 1))
     return lambda: runner(x)
 
 

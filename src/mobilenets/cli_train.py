@@ -98,6 +98,9 @@ def add_parsers(sub: Any) -> None:
                    "...): the architecture comes from the file, the classifier is new for --num-classes")
     g.add_argument("--freeze-epochs", type=count_type(0, "--freeze-epochs"), metavar="N",
                    help="with --init: train only the classifier for the first N epochs")
+    g.add_argument("--qat", action="store_true", default=None,
+                   help="quantization-aware training: round weights (per-channel int8) and activations (8 bit) "
+                        "as `mobilenets export --int8` will, so the int8 model keeps the accuracy; best with --init")
     g = p.add_argument_group("speed and scale-out")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format (default on: faster on GPUs and CPUs alike)")
@@ -137,7 +140,7 @@ _DIRECT = ("data", "out", "width", "resolution", "variant", "num_classes", "inpu
            "freeze_epochs", "recipe", "epochs", "batch_size", "accum_steps", "optimizer", "lr", "schedule",
            "warmup_epochs", "momentum", "weight_decay", "wd_all", "label_smoothing", "ema", "cutout", "grad_clip",
            "device", "amp", "channels_last", "compile", "workers", "threads", "loader", "sync_bn", "deterministic",
-           "seed", "subset", "val_subset")
+           "seed", "subset", "val_subset", "qat")
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:

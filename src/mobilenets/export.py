@@ -9,7 +9,7 @@ onnx          ``.onnx``            ONNX Runtime                   onnxruntime.qu
 openvino      ``.xml`` + ``.bin``  OpenVINO (f32 precision)       NNCF
 torchscript   ``.pt``              ``torch.jit.load``             (not supported)
 pt2           ``.pt2``             ``torch.export.load``          PT2E (torchao), x86 quantizer
-tflite        ``.tflite``          LiteRT (ai-edge-litert)        (not supported)
+tflite        ``.tflite``          LiteRT (ai-edge-litert)        LiteRT's calibrator/quantizer
 ============  ===================  =============================  ===============================
 
 Every export is made from the BN-folded model (:func:`mobilenets.fuse.fuse`) with static
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 FORMATS = ("onnx", "openvino", "torchscript", "pt2", "tflite")
-INT8_FORMATS = ("onnx", "openvino", "pt2")
+INT8_FORMATS = ("onnx", "openvino", "pt2", "tflite")
 FP32_TOLERANCE = 1e-4
 # An int8 export whose logits point elsewhere than fp32's (mean cosine below this) is broken,
 # not merely rounded: e.g. a collapsed layer, or an input pipeline mismatch.
@@ -63,12 +63,14 @@ TOOLCHAINS = {
     ("openvino", False): "torch.onnx.export → openvino.convert_model, BN folded, fp32 weights",
     ("torchscript", False): "torch.jit.trace + freeze, BN folded",
     ("pt2", False): "torch.export, BN folded",
-    ("tflite", False): "litert-torch, BN folded",
+    ("tflite", False): "mobilenets' TFLite writer (convert.tflite_writer), BN folded, NHWC input",
     ("onnx", True): "onnxruntime.quantization QDQ: per-channel symmetric int8 weights (bias-corrected), "
                     "uint8 activations, MinMax calibration",
     ("openvino", True): "NNCF post-training quantization (OpenVINO backend): per-channel symmetric int8 "
                         "weights, symmetric 8-bit activations, MinMax ranges, bias correction",
     ("pt2", True): "PT2E (torchao) X86InductorQuantizer: per-channel int8 weights, uint8 activations",
+    ("tflite", True): "LiteRT post-training quantizer (ai-edge-litert calibration wrapper): per-channel symmetric "
+                      "int8 weights (bias-corrected), int8 activations, MinMax calibration, float32 I/O",
 }
 _SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".pt2": "pt2", ".tflite": "tflite",
              ".torchscript": "torchscript", ".ts": "torchscript", ".pt": "torchscript", ".jit": "torchscript"}
@@ -364,8 +366,11 @@ def open_runtime(path: str | os.PathLike, format: str, *, threads: int | None = 
         interp.allocate_tensors()
         inp = interp.get_input_details()[0]
         out = interp.get_output_details()[0]
+        shape = tuple(int(d) for d in inp["shape"])
 
         def run_tfl(x: np.ndarray) -> np.ndarray:
+            if x.shape != shape and x.ndim == 4 and (x.shape[0], x.shape[2], x.shape[3], x.shape[1]) == shape:
+                x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # NCHW (PyTorch) → NHWC (TFLite)
             interp.set_tensor(inp["index"], x)
             interp.invoke()
             return interp.get_tensor(out["index"])
@@ -483,13 +488,22 @@ def _write_pt2(model: nn.Module, example: torch.Tensor, path: str, batch: int | 
 
 
 def _write_tflite(model: nn.Module, example: torch.Tensor, path: str, batch: int | str) -> None:
-    try:
-        import litert_torch
-    except ImportError:
-        raise ValueError("tflite export needs the litert-torch package (Google's PyTorch → LiteRT converter): "
-                         "pip install litert-torch") from None
-    with _quiet():
-        litert_torch.convert(model, (example,)).export(path)
+    from .convert.tflite_writer import model_to_tflite
+
+    with open(path, "wb") as f:
+        f.write(model_to_tflite(model, batch=int(example.shape[0]), resolution=int(example.shape[-1])))
+
+
+def _write_tflite_int8(model: nn.Module, example: torch.Tensor, path: str, batch: int | str,
+                       calibration: np.ndarray) -> None:
+    from .convert.tflite_writer import model_to_tflite, nchw_to_nhwc, quantize_tflite
+
+    step = int(example.shape[0])
+    model = correct_bias_for_int8(model, calibration)
+    float_file = model_to_tflite(model, batch=step, resolution=int(example.shape[-1]))
+    chunks = (nchw_to_nhwc(calibration[i:i + step]) for i in range(0, calibration.shape[0] - step + 1, step))
+    with open(path, "wb") as f:
+        f.write(quantize_tflite(float_file, chunks))
 
 
 def _onnx_tmp(model: nn.Module, example: torch.Tensor, batch: int | str, tmpdir: str) -> str:
@@ -613,7 +627,7 @@ _WRITERS: dict[str, Callable[..., None]] = {
     "pt2": _write_pt2, "tflite": _write_tflite,
 }
 _INT8_WRITERS: dict[str, Callable[..., None]] = {
-    "onnx": _write_onnx_int8, "openvino": _write_openvino, "pt2": _write_pt2_int8,
+    "onnx": _write_onnx_int8, "openvino": _write_openvino, "pt2": _write_pt2_int8, "tflite": _write_tflite_int8,
 }
 
 
@@ -632,7 +646,7 @@ def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: st
             ``"torchscript"``, ``"pt2"`` or ``"tflite"``.
         resolution: input size in pixels (default: the model's ρ). Spatial shapes are static.
         batch: a fixed batch size, or ``"dynamic"``.
-        int8: post-training static quantization (onnx, openvino, pt2); needs ``calibration``.
+        int8: post-training static quantization (onnx, openvino, pt2, tflite); needs ``calibration``.
         calibration: a folder of images, image files, or preprocessed inputs ``(N, C, R, R)``.
         calibration_images: how many calibration images to use (a seeded random sample).
         verify_samples: random inputs compared for fp32 exports (real images are added when

@@ -71,6 +71,7 @@ from .data import (
     choose_loader, collate_masked, crop_flip, cutout_, epoch_permutation, load_tensor_split, load_tensor_splits,
     mix_seed, open_data, skipped_message, to_input,
 )
+from .fuse import enable_fake_quant, fake_quant_ranges, load_fake_quant_ranges
 from .model import MobileNetV1
 from .weights import IMAGENET_PREPROCESS, atomic_write, read_weights, save_checkpoint
 
@@ -180,6 +181,10 @@ class TrainConfig:
     architecture then comes from the file and the classifier is new unless it already fits.
     ``batch_size`` is global (all processes). ``ema`` is the decay of an exponential moving
     average of the weights (0 = off); evaluation and saved weights use the average.
+    ``qat``: quantization-aware training (:func:`mobilenets.fuse.enable_fake_quant`): weights
+    and activations are rounded as the int8 export rounds them, so the network learns to live
+    with it; best started from trained weights (``init``). Validation accuracy is then the
+    int8-simulated accuracy.
     """
 
     data: str | os.PathLike | None = None
@@ -210,6 +215,7 @@ class TrainConfig:
     ema: float | None = None
     cutout: int | None = None
     grad_clip: float = 0.0
+    qat: bool = False
     # speed
     device: str | None = None
     amp: str | None = None
@@ -347,6 +353,10 @@ class ModelEma:
                     src_f.append(s)
                 else:
                     other.append((e, s))
+            # Buffers outside the state dict (fake-quant ranges of --qat) follow the model.
+            saved = self.module.state_dict().keys()
+            other += [(e, s) for (name, e), (_, s) in zip(self.module.named_buffers(), model.named_buffers())
+                      if name not in saved]
             self._pairs = (ema_f, src_f, other)
         ema_f, src_f, other = self._pairs
         self.updates += 1
@@ -534,7 +544,8 @@ def _check_choice(value: Any, allowed: tuple[str, ...], what: str) -> None:
 # (only BatchNorm's per-process statistics do).
 _IDENTITY = ("recipe", "model", "cifar_stem", "input_size", "epochs", "batch_size", "optimizer", "lr", "schedule",
              "warmup_epochs", "momentum", "weight_decay", "wd_all", "label_smoothing", "ema", "cutout", "pad",
-             "crop_scale", "eval_crop", "grad_clip", "seed", "subset", "val_subset", "freeze_epochs", "init", "mode")
+             "crop_scale", "eval_crop", "grad_clip", "seed", "subset", "val_subset", "freeze_epochs", "init", "mode",
+             "qat")
 
 
 class _Trainer:
@@ -783,7 +794,7 @@ class _Trainer:
             "compile": bool(cfg.compile), "device": self.device_type, "workers": int(workers), "mode": data.mode,
             "seed": int(cfg.seed), "subset": cfg.subset, "val_subset": cfg.val_subset,
             "freeze_epochs": int(cfg.freeze_epochs), "init": str(cfg.init) if cfg.init else None,
-            "sync_bn": bool(cfg.sync_bn), "deterministic": bool(cfg.deterministic),
+            "sync_bn": bool(cfg.sync_bn), "deterministic": bool(cfg.deterministic), "qat": bool(cfg.qat),
             "preprocess": {"mean": list(preprocess["mean"]), "std": list(preprocess["std"]),
                            "crop": 1.0 if small else recipe.eval_crop, "resize": "tf_legacy_bilinear"},
             "train_images": n_train, "val_images": len(data.val), "data": str(cfg.data),
@@ -795,6 +806,8 @@ class _Trainer:
         if prev is not None:
             old = prev["settings"]
             for key in _IDENTITY:
+                if key not in old and not s.get(key):
+                    continue  # a setting added since that run was made, at its off value
                 if old.get(key) != s.get(key):
                     raise ValueError(f"--resume: {key} differs from the run in {self.run_dir} "
                                      f"({old.get(key)!r} there, {s.get(key)!r} now); resume with the same options")
@@ -832,6 +845,8 @@ class _Trainer:
 
         report = cost(net, s["input_size"])
         self.mult_adds, self.params = int(report.mult_adds), int(report.params)
+        if s["qat"]:
+            enable_fake_quant(net)
         if s["sync_bn"] and self.dist.world > 1:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         self.net = net
@@ -972,6 +987,9 @@ class _Trainer:
         if self.ema is not None:
             self.ema.module.load_state_dict(prev["model"])
             self.ema.load_state_dict(prev.get("ema") or {})
+        for module in (self.net, self.ema.module if self.ema is not None else None):
+            if module is not None and prev.get("qat_ranges"):
+                load_fake_quant_ranges(module, prev["qat_ranges"])
         self.optimizer.load_state_dict(prev["optimizer"])
         if prev.get("scaler"):
             self.scaler.load_state_dict(prev["scaler"])
@@ -1017,6 +1035,8 @@ class _Trainer:
         }
         if self.ema is not None:
             extra["raw_model"] = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        if s["qat"]:
+            extra["qat_ranges"] = fake_quant_ranges(self.net)
         save_checkpoint(self.run_dir / "checkpoint.pt", self._eval_module(), **extra)
 
     def _save_best(self) -> None:
@@ -1108,7 +1128,8 @@ class _Trainer:
                  f"{s['input_size']} px, {self.mult_adds / 1e6:.1f} M Mult-Adds, {self.params / 1e6:.2f} M params) on "
                  f"{s['train_images']} images, {len(self.data.class_names)} classes; recipe {s['recipe']}, "
                  f"{s['epochs']} epochs, global batch {s['batch_size']}, {s['optimizer']} lr {s['lr']:.4g} "
-                 f"{s['schedule']}, {d.world} process(es) on {self.device_type}, {s['mode']} input")
+                 f"{s['schedule']}, {d.world} process(es) on {self.device_type}, {s['mode']} input"
+                 + (", quantization-aware (int8 fake quantization)" if s["qat"] else ""))
         if self.data.skipped:
             self.note(skipped_message(self.data.skipped, str(self.data.root)))
         status = "finished"
