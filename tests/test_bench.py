@@ -14,6 +14,7 @@ from mobilenets.config import MobileNetConfig
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnxscript") is not None
 HAS_OV = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnxscript") is not None
+HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
 TINY = dict(widths=[0.25], resolutions=[64], warmup=1, iters=3, threads=1, progress=False)
 
 
@@ -44,6 +45,8 @@ def test_torch_bench_writes_csv_md_png(tmp_path):
     pytest.param("openvino", "fp32", marks=pytest.mark.skipif(not HAS_OV, reason="openvino missing")),
     pytest.param("openvino", "bf16", marks=pytest.mark.skipif(not HAS_OV, reason="openvino missing")),
     pytest.param("onnxruntime", "int8", marks=pytest.mark.skipif(not HAS_ORT, reason="onnxruntime missing")),
+    pytest.param("litert", "fp32", marks=pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert missing")),
+    pytest.param("litert", "int8", marks=pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert missing")),
 ])
 def test_exported_runtimes(runtime, precision):
     (r,) = benchmark(**TINY, runtime=runtime, precision=precision)
