@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import MobileNetConfig
 from .cost import PAPER_LAYER_TYPES, CostReport, cost
-from .model import DepthwiseSeparable, MobileNetV1
+from .model import DepthwiseSeparable
 
 __all__ = ["PaperRow", "PAPER_ROWS", "reproduce", "format_rows", "round_like"]
 

@@ -10,6 +10,10 @@ From Python::
 From the shell: ``mobilenets train --data PATH --out RUN_DIR [options]``, and on N GPUs
 ``torchrun --nproc-per-node N -m mobilenets train ...``.
 
+The recipes and the optimization pieces they name live in :mod:`mobilenets.recipes`; process
+groups, RNG state and signal handling in :mod:`mobilenets.distributed`; data in
+:mod:`mobilenets.data`. This module resolves a run's settings and runs the loop.
+
 Design choices worth knowing:
 
 * ``batch_size`` is the **global** batch (all processes together), so a recipe means the
@@ -46,21 +50,17 @@ checkpoint's config rebuilds it and :func:`mobilenets.load_pretrained` returns t
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import math
 import os
-import random
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,8 +71,11 @@ from .data import (
     choose_loader, collate_masked, crop_flip, cutout_, epoch_permutation, load_tensor_split, load_tensor_splits,
     mix_seed, open_data, skipped_message, to_input,
 )
+from .distributed import Dist, StopFlag, all_reduce, barrier, init_distributed, rng_state, set_rng_state
 from .fuse import enable_fake_quant, fake_quant_ranges, load_fake_quant_ranges
 from .model import MobileNetV1
+from .recipes import (AMP_MODES, OPTIMIZER_DEFAULTS, OPTIMIZERS, RECIPES, SCHEDULES, ModelEma, Recipe, lr_factor,
+                      make_optimizer, param_groups)
 from .weights import IMAGENET_PREPROCESS, atomic_write, read_weights, save_checkpoint
 
 __all__ = [
@@ -81,89 +84,11 @@ __all__ = [
     "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
 ]
 
-OPTIMIZERS = ("rmsprop", "sgd", "adamw")
-SCHEDULES = ("exp", "cosine", "onecycle", "constant")
-AMP_MODES = ("bf16", "fp16", "off")
 TIME_KEYS = ("images_per_second", "epoch_time", "train_time", "val_time")  # differ between identical runs
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
-
-
-# ----------------------------------------------------------------------------- recipes
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named set of training hyper-parameters and where they come from.
-
-    ``lr`` is for a global batch of ``lr_batch`` and is scaled linearly to the batch used.
-    ``crop_scale`` is the area range of RandomResizedCrop (folder path); ``pad`` the zero
-    padding of the random crop (tensor path, small images); ``eval_crop`` the central crop
-    at evaluation (folder path; small images are evaluated whole).
-    """
-
-    name: str
-    source: str
-    optimizer: str
-    lr: float
-    lr_batch: int
-    schedule: str
-    epochs: int
-    batch_size: int
-    weight_decay: float
-    label_smoothing: float = 0.0
-    ema: float = 0.0
-    warmup_epochs: float = 0.0
-    momentum: float = 0.9
-    decay_rate: float = 0.94
-    decay_epochs: float = 2.5
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    pad: int = 4
-    cutout: int = 0
-    eval_crop: float = 0.875
-    amp: str = "bf16"
-
-
-RECIPES: dict[str, Recipe] = {
-    "paper": Recipe(
-        name="paper",
-        source=("Howard et al. 2017, sec. 4: RMSprop with asynchronous gradient descent as for Inception V3, "
-                "less regularization and data augmentation than large models, little or no weight decay on "
-                "depthwise filters. Numbers from TF-slim: train_image_classifier.py's RMSprop (decay 0.9, momentum "
-                "0.9, epsilon 1.0; no label smoothing, no moving average by default), nets/mobilenet_v1_train.py's "
-                "schedule (lr 0.045 at batch 64, x0.94 every 2.5 epochs, staircase; that script itself uses plain "
-                "SGD), mobilenet_v1_arg_scope (weight decay 4e-5, regularize_depthwise=False, none on BatchNorm). "
-                "torch's RMSprop adds epsilon outside the square root (TF inside) and starts its average at 0 (TF "
-                "at 1); at epsilon 1.0 both behave like SGD with momentum. Crops: area 25-100% (the paper limits "
-                "Inception's small crops without giving a number). The paper gives no epoch count; 100 is ours."),
-        optimizer="rmsprop", lr=0.045, lr_batch=64, schedule="exp", epochs=100, batch_size=256,
-        weight_decay=4e-5, decay_rate=0.94, decay_epochs=2.5, crop_scale=(0.25, 1.0),
-    ),
-    "cifar": Recipe(
-        name="cifar",
-        source=("Fast CIFAR-10 practice: one-cycle learning rate (Smith & Topin 2017) with SGD + Nesterov, "
-                "label smoothing 0.1 (Szegedy et al. 2016), weight decay 5e-4 off BatchNorm and depthwise filters, "
-                "4-px padded random crop + flip (He et al. 2016), batch 512 with lr 0.4 (0.1 per 128), bf16 on GPU. "
-                "With the small-input stem (stride 8) a 32-px image ends in a 4x4 map."),
-        optimizer="sgd", lr=0.4, lr_batch=512, schedule="onecycle", epochs=50, batch_size=512,
-        weight_decay=5e-4, label_smoothing=0.1, pad=4, eval_crop=1.0,
-    ),
-    "imagenet": Recipe(
-        name="imagenet",
-        source=("A modern ImageNet recipe in the style of torchvision's classification references and timm: SGD + "
-                "Nesterov, lr 0.2 per 256 images, 5 warmup epochs then cosine to 0, label smoothing 0.1, weight "
-                "decay 4e-5 (MobileNet's) off BatchNorm and depthwise filters, RandomResizedCrop(0.08-1) + flip, "
-                "EMA of weights (decay 0.9998), evaluation at 87.5% central crop."),
-        optimizer="sgd", lr=0.2, lr_batch=256, schedule="cosine", epochs=150, batch_size=1024,
-        weight_decay=4e-5, label_smoothing=0.1, ema=0.9998, warmup_epochs=5.0, crop_scale=(0.08, 1.0),
-    ),
-}
-
-# Defaults for an optimizer other than the recipe's: (lr, for batch, weight decay).
-OPTIMIZER_DEFAULTS: dict[str, tuple[float, int, float]] = {
-    "sgd": (0.1, 256, 5e-5), "rmsprop": (0.045, 64, 4e-5), "adamw": (1e-3, 512, 0.05),
-}
 
 
 # ----------------------------------------------------------------------------- the config
@@ -267,111 +192,6 @@ def load_trained(path: str | os.PathLike, *, device: str | torch.device = "cpu")
     return load_pretrained(path, device=device)
 
 
-# ----------------------------------------------------------------------------- optimization
-
-def param_groups(model: nn.Module, weight_decay: float, *, wd_all: bool = False,
-                 head: nn.Module | None = None) -> list[dict[str, Any]]:
-    """Parameters split by whether they get weight decay (full conv and FC weights) or not
-    (depthwise filters, BatchNorm, biases; all of them with ``wd_all``), and by body / head."""
-    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
-            decays = wd_all or (name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear)) and not depthwise)
-            groups.setdefault((decays, id(p) in head_ids), []).append(p)
-    return [{"params": ps, "weight_decay": weight_decay if decays else 0.0, "head": is_head}
-            for (decays, is_head), ps in sorted(groups.items())]
-
-
-def make_optimizer(name: str, groups: list[dict[str, Any]], *, lr: float, momentum: float,
-                   device: torch.device) -> torch.optim.Optimizer:
-    """RMSprop as TF-slim configures it, SGD with Nesterov momentum, or AdamW; fused CUDA
-    kernels where PyTorch has them."""
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, **fast)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, **fast)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=1.0, momentum=momentum, foreach=True)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-
-
-def lr_factor(schedule: str, step: int, *, total_steps: int, steps_per_epoch: int, warmup_steps: int = 0,
-              decay_rate: float = 0.94, decay_epochs: float = 2.5) -> float:
-    """The learning-rate multiplier at ``step`` (a pure function, so a resumed run needs only
-    the step). ``exp``: ×decay_rate every decay_epochs (staircase, TF-slim); ``cosine``: to 0;
-    ``onecycle``: PyTorch's OneCycleLR shape (30% up from 1/25, cosine down to 1/250000);
-    ``constant``. ``exp``, ``cosine`` and ``constant`` ramp up linearly over ``warmup_steps``."""
-    if schedule == "onecycle":
-        up = max(1, int(0.3 * total_steps))
-        lo, end = 1 / 25, 1 / 25 / 1e4
-        if step < up:
-            t = step / up
-            return lo + (1 - lo) * (1 - math.cos(math.pi * t)) / 2
-        t = min(1.0, (step - up) / max(1, total_steps - up))
-        return end + (1 - end) * (1 + math.cos(math.pi * t)) / 2
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    if schedule == "exp":
-        decay_steps = max(1, int(steps_per_epoch * decay_epochs))
-        return decay_rate ** ((step - warmup_steps) // decay_steps)
-    if schedule == "cosine":
-        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return (1 + math.cos(math.pi * t)) / 2
-    raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-
-
-class ModelEma:
-    """Exponential moving average of a model's weights and BatchNorm statistics.
-
-    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` so the average is useful early
-    in short runs too.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
-        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]] | None
-        self._pairs = None
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        if self._pairs is None:  # the tensors themselves: state_dict() shares their storage
-            ema_f, src_f, other = [], [], []
-            for e, s in zip(self.module.state_dict().values(), model.state_dict().values()):
-                if e.dtype.is_floating_point:
-                    ema_f.append(e)
-                    src_f.append(s)
-                else:
-                    other.append((e, s))
-            # Buffers outside the state dict (fake-quant ranges of --qat) follow the model.
-            saved = self.module.state_dict().keys()
-            other += [(e, s) for (name, e), (_, s) in zip(self.module.named_buffers(), model.named_buffers())
-                      if name not in saved]
-            self._pairs = (ema_f, src_f, other)
-        ema_f, src_f, other = self._pairs
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(ema_f, src_f, 1.0 - d)
-        for e, s in other:
-            e.copy_(s)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.updates = int(state.get("updates", 0))
-
-
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: Iterator[torch.Tensor] | list[torch.Tensor]) -> None:
     """Re-express every BatchNorm in the statistics of new data without changing what the
@@ -422,100 +242,6 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterator[torch.Tensor] | li
 def _make_criterion(label_smoothing: float) -> nn.Module:
     """Per-sample cross entropy (reduced by the caller, which masks unreadable images)."""
     return nn.CrossEntropyLoss(label_smoothing=label_smoothing, reduction="none")
-
-
-# ----------------------------------------------------------------------------- distributed
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owned: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_type: str) -> _Dist:
-    """Join the process group torchrun describes in the environment (one process: nothing)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if dist.is_initialized():
-        return _Dist(rank, world, local, owned=False)
-    if device_type == "cuda":
-        torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), local, owned=True)
-
-
-def _barrier(d: _Dist) -> None:
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _all_reduce(t: torch.Tensor, d: _Dist, op: str = "sum") -> torch.Tensor:
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return t
-
-
-# ----------------------------------------------------------------------------- RNG state
-
-def _rng_state() -> dict[str, Any]:
-    """All RNG states as plain tensors and numbers (loadable with ``weights_only=True``)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(Exception):
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class _StopFlag:
-    """SIGTERM / SIGINT ask the run to stop after the current step (a second SIGINT stops now)."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -572,8 +298,8 @@ class _Trainer:
         self.device_type = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device_type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda, but PyTorch sees no CUDA GPU; use --device cpu")
-        self.dist = _Dist()
-        self.stop = _StopFlag()
+        self.dist = Dist()
+        self.stop = StopFlag()
 
     # ------------------------------------------------------------------ small utilities
 
@@ -596,7 +322,7 @@ class _Trainer:
         threads = torch.get_num_threads()
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
-        self.dist = _init_distributed(self.device_type)
+        self.dist = init_distributed(self.device_type)
         try:
             self.device = torch.device(f"cuda:{self.dist.local_rank}" if self.device_type == "cuda" else "cpu")
             with self.stop:
@@ -664,10 +390,10 @@ class _Trainer:
         # others then find them there.
         first = self.dist.local_rank == 0
         if not first:
-            _barrier(self.dist)
+            barrier(self.dist)
         data = self._load_data_once()
         if first:
-            _barrier(self.dist)
+            barrier(self.dist)
         return data
 
     def _load_data_once(self) -> _Data:
@@ -1000,7 +726,7 @@ class _Trainer:
         self.partial = dict(prev.get("partial", {})) if self.dist.main else {}
         self.wall_before = float(prev.get("wall_seconds", 0.0))
         if self.start_step > 0 and "rng" in prev:
-            _set_rng_state(prev["rng"])
+            set_rng_state(prev["rng"])
         where = f"epoch {self.start_epoch + 1}" + (f", step {self.start_step}" if self.start_step else "")
         self.note(f"resuming {self.run_dir} at {where}")
         if self.dist.main:
@@ -1025,7 +751,7 @@ class _Trainer:
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "scheduler": {"schedule": s["schedule"], "step": epoch_done * s["steps_per_epoch"] + step_in_epoch},
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "sampler": {"seed": s["seed"], "epoch": epoch_done, "step_in_epoch": step_in_epoch,
                         "global_batch": s["batch_size"]},
             "best": self.best, "history": self.history, "partial": partial or {},
@@ -1076,7 +802,7 @@ class _Trainer:
             hit5 = (top == y[:, None]).any(dim=1).double()
             w = torch.ones_like(hit1) if valid is None else valid.double()
             sums += torch.stack([(loss.double() * w).sum(), (hit1 * w).sum(), (hit5 * w).sum(), w.sum()])
-        _all_reduce(sums, self.dist)
+        all_reduce(sums, self.dist)
         loss_sum, top1, top5, n = sums.tolist()
         n = max(n, 1.0)
         return {"val_loss": loss_sum / n, "val_top1": 100.0 * top1 / n, "val_top5": 100.0 * top5 / n,
@@ -1103,7 +829,7 @@ class _Trainer:
         """(loss not finite, stop requested), agreed by all processes."""
         flags = torch.stack([(~torch.isfinite(loss_sum)).to(torch.float32),
                              torch.tensor(float(self.stop.signum != 0), device=loss_sum.device)])
-        _all_reduce(flags, self.dist, op="max")
+        all_reduce(flags, self.dist, op="max")
         bad, stop = flags.tolist()
         return bad > 0, stop > 0
 
@@ -1151,7 +877,7 @@ class _Trainer:
         if status == "finished" and d.main:
             atomic_write(self.run_dir / "summary.json",
                          lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
-        _barrier(d)
+        barrier(d)
         return summary
 
     def _train_epoch(self, epoch: int, start: int, partial: dict[str, float]) -> bool:
@@ -1243,7 +969,7 @@ class _Trainer:
     def _end_epoch(self, epoch: int, acc: torch.Tensor, train_time: float, lr: float) -> None:
         """Evaluate, then checkpoint (then best.pt, metrics.jsonl, TensorBoard) on rank 0."""
         s, d = self.s, self.dist
-        totals = _all_reduce(acc.clone(), d)
+        totals = all_reduce(acc.clone(), d)
         loss_sum, correct, seen, skipped = totals.tolist()
         if not math.isfinite(loss_sum):
             raise self._diverged(epoch, s["steps_per_epoch"] - 1)
@@ -1284,18 +1010,18 @@ class _Trainer:
 
     def _stop_agreed(self) -> bool:
         flag = torch.tensor([float(self.stop.signum != 0)], device=self.device)
-        return float(_all_reduce(flag, self.dist, op="max")) > 0
+        return float(all_reduce(flag, self.dist, op="max")) > 0
 
     def _stop_mid_epoch(self, epoch: int, done: int, acc: torch.Tensor, train_time: float) -> None:
         """Save the position inside the epoch and its partial sums (over all processes)."""
-        totals = _all_reduce(acc.clone(), self.dist)
+        totals = all_reduce(acc.clone(), self.dist)
         if self.dist.main:
             if not self._model_finite():
                 raise self._diverged(epoch, done - 1)
             loss_sum, correct, seen, skipped = totals.tolist()
             self._save(epoch, done, "interrupted", {"loss_sum": loss_sum, "correct": correct, "seen": seen,
                                                     "skipped": skipped, "train_time": train_time})
-        _barrier(self.dist)
+        barrier(self.dist)
         name = signal.Signals(self.stop.signum).name if self.stop.signum else "signal"
         self.note(f"stopped by {name} in epoch {epoch + 1} after step {done}/{self.s['steps_per_epoch']}; "
                   f"{self.run_dir / 'checkpoint.pt'} is saved, continue with --resume")
