@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from typing import Callable
 
 import torch
+
+from _timing import cuda_machine
 
 import mobilenets
 from mobilenets.fuse import fuse
@@ -150,10 +151,10 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (faster to run)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("deploy_gpu.py needs a CUDA GPU; none is available here", file=sys.stderr)
+    where = cuda_machine("deploy_gpu.py")
+    if where is None:
         return 2
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
+    print(f"machine: {where}")
     latency(args.rounds, not args.no_compile)
     throughput(args.batch, args.rounds, not args.no_compile)
     return 0

@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from _timing import machine
+from _timing import cuda_machine
 
 import mobilenets
 
@@ -139,10 +139,10 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--mode", default="default", help="torch.compile mode (e.g. max-autotune-no-cudagraphs)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("no CUDA GPU: this benchmark needs one", file=sys.stderr)
+    where = cuda_machine("train_gpu.py")
+    if where is None:
         return 2
-    print(f"machine: {machine()}; GPU: {torch.cuda.get_device_name()}")
+    print(f"machine: {where}")
     if args.what in ("cifar", "all"):
         cifar(args)
     if args.what in ("throughput", "all"):

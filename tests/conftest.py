@@ -25,3 +25,24 @@ def need_data(*parts: str) -> Path:
 @pytest.fixture
 def data_dir() -> Path:
     return need_data()
+
+
+COLORS = [(220, 40, 40), (40, 200, 60), (50, 60, 220), (230, 210, 40)]
+
+
+def make_image_folder(root: Path, counts: dict[str, int], *, classes: int = 3, size: int = 32,
+                      noise: float = 30.0, seed: int = 0) -> Path:
+    """An ImageFolder tree ``root/<split>/class<c>/NNN.png`` with ``counts[split]`` images per
+    class: one colour per class plus Gaussian noise (learnable, and different every image)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in counts.items():
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = np.clip(np.array(COLORS[c % 4]) + rng.normal(0, noise, (size, size, 3)), 0, 255)
+                Image.fromarray(img.astype(np.uint8)).save(d / f"{i:03d}.png")
+    return root

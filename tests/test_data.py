@@ -9,22 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import make_image_folder
 from mobilenets import data as D
-
-COLORS = [(220, 40, 40), (40, 200, 60), (50, 60, 220), (230, 210, 40)]
 
 
 def make_folder(root, per_class=6, classes=3, size=32, splits=("train", "val"), seed=0):
     """A tiny ImageFolder tree of coloured noise, one colour per class."""
-    rng = np.random.default_rng(seed)
-    for split in splits:
-        for c in range(classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                img = np.clip(np.array(COLORS[c % 4]) + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i:03d}.png")
-    return root
+    return make_image_folder(root, {s: per_class for s in splits}, classes=classes, size=size, seed=seed)
 
 
 @pytest.fixture(autouse=True)

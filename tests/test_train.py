@@ -9,33 +9,23 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import mobilenets
 import mobilenets.train as T
-from conftest import need_data
+from conftest import make_image_folder, need_data
 from mobilenets.cli_train import main as cli_main
 from mobilenets.config import MobileNetConfig
 from mobilenets.model import MobileNetV1
 from mobilenets.weights import load_pretrained, save_checkpoint
 
-COLORS = [(220, 40, 40), (40, 200, 60), (50, 60, 220), (230, 210, 40)]
 
 
 def make_folder(root, per_class=12, classes=3, size=32, val_per_class=6, seed=0):
     """A small learnable ImageFolder tree: one colour per class, plus noise."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", per_class), ("val", val_per_class)):
-        for c in range(classes):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = np.clip(np.array(COLORS[c % 4]) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i:03d}.png")
-    return root
+    return make_image_folder(root, {"train": per_class, "val": val_per_class}, classes=classes, size=size,
+                             noise=40.0, seed=seed)
 
 
 def strip_times(history):
