@@ -72,19 +72,22 @@ def runtime_available(runtime: str) -> bool:
     return importlib.util.find_spec(_RUNTIME_MODULE[runtime]) is not None
 
 
-def default_runtime(device: str = "cpu") -> str:
-    """The fastest installed runtime for the device, by measurement (benchmarks/deploy_cpu.py).
+def default_runtime(device: str = "cpu", precision: str = "fp32") -> str:
+    """The fastest installed runtime for the device and precision, by measurement
+    (``benchmarks/deploy_cpu.py``, batch 1, 2 threads, x86 with AVX-512 VNNI/BF16 and AMX).
 
-    On an x86 CPU with AVX-512/AMX, batch 1, 2 threads, on a quiet machine, OpenVINO was the
-    fastest at fp32 (level with ONNX Runtime: 4.7 vs 4.8 ms for 1.0-224), bf16 (1.8 ms; ONNX
-    Runtime has no bf16 CPU path) and int8 (0.51 vs 0.60 ms for 0.5-160); PyTorch eager is
-    3-4× slower. (When other processes compete for the cores ONNX Runtime degrades less;
-    pass ``runtime`` to choose.) On CUDA, PyTorch (cuDNN, CUDA graphs).
+    fp32 and int8: ONNX Runtime. Two runs on this project's shared 2-core machine measured it
+    ahead of OpenVINO and LiteRT (1.0-224 fp32: 8.8 vs 10.1 vs 10.1 ms; 0.5-160 int8: 1.07 vs
+    1.12 vs 1.29 ms), with the steadiest p90 of the three; on a quiet machine the issue's anchors
+    have OpenVINO level or slightly ahead. bf16: OpenVINO, the only runtime with a bf16 CPU path
+    (3.5 ms for 1.0-224). PyTorch eager is 2-3× slower on a CPU. On CUDA, PyTorch (cuDNN, CUDA
+    graphs). Pass ``runtime`` to choose.
     """
     if device == "cuda":
         return "torch"
-    for runtime in ("openvino", "onnxruntime"):
-        if runtime_available(runtime):
+    order = ("openvino", "onnxruntime") if precision == "bf16" else ("onnxruntime", "openvino")
+    for runtime in order:
+        if runtime_available(runtime) and not (precision == "bf16" and runtime == "onnxruntime"):
             return runtime
     return "torch"
 
@@ -241,7 +244,7 @@ def benchmark(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[in
 
     from .cost import cost
 
-    runtime = runtime or default_runtime(device)
+    runtime = runtime or default_runtime(device, precision)
     if isinstance(warmup, bool) or warmup < 0 or isinstance(iters, bool) or iters < 1:
         raise ValueError(f"warmup must be ≥ 0 and iters ≥ 1, got warmup={warmup!r}, iters={iters!r}")
     configs = [MobileNetConfig(width_multiplier=float(w), resolution=int(r), num_classes=num_classes)

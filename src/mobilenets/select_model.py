@@ -208,7 +208,7 @@ def select(max_latency_ms: float, *, max_params: float | None = None, max_mult_a
         if untimed and len(untimed) < len(table):
             notes.append("not in the bench CSV: " + ", ".join(f"{width_label(a)}-{r}" for a, r in untimed))
     else:
-        runtime = runtime or default_runtime(device)
+        runtime = runtime or default_runtime(device, precision)
         runtime_label = f"{runtime} {precision}, measured now"
         todo = [k for k in table if static_ok(costs[k].mult_adds, costs[k].params)] or list(table)
         measured = {}
