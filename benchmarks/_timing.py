@@ -35,9 +35,15 @@ def cuda_machine(script: str) -> str | None:
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], *, warmup: int = 5, rounds: int = 30,
-                        min_time: float = 0.0) -> dict[str, list[float]]:
+                        min_time: float = 0.0, block: int = 1, skip: int = 1) -> dict[str, list[float]]:
     """Time each function ``rounds`` times, alternating between them so that drift in the
-    machine's speed hits all equally. Returns the list of times (seconds) per name."""
+    machine's speed hits all equally. Returns the list of times (seconds) per name.
+
+    With ``block`` > 1 each turn is ``block`` consecutive calls of which the first ``skip`` are
+    not recorded: runtimes whose worker threads keep spinning after a call (ONNX Runtime, OpenVINO)
+    would otherwise steal the cores from whichever runtime is timed next, and a cold thread
+    pool would be charged to its own first call.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -46,9 +52,11 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], *, warmup: int = 5
     r = 0
     while r < rounds or time.perf_counter() - start < min_time:
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            for i in range(block):
+                t0 = time.perf_counter()
+                fn()
+                if block == 1 or i >= skip:
+                    times[name].append(time.perf_counter() - t0)
         r += 1
     return times
 
