@@ -61,10 +61,10 @@ def test_make_runner_returns_logits():
 def test_default_runtime_is_installed():
     assert default_runtime("cpu") in ("openvino", "onnxruntime", "torch")
     assert default_runtime("cuda") == "torch"
-    if HAS_ORT:
-        assert default_runtime("cpu") == default_runtime("cpu", "int8") == "onnxruntime"
     if HAS_OV:
-        assert default_runtime("cpu", "bf16") == "openvino"
+        assert default_runtime("cpu") == default_runtime("cpu", "bf16") == "openvino"
+    if HAS_LITERT:
+        assert default_runtime("cpu", "int8") == "litert"
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -72,22 +72,26 @@ def runtime_available(runtime: str) -> bool:
     return importlib.util.find_spec(_RUNTIME_MODULE[runtime]) is not None
 
 
+# Fastest first, per precision, from benchmarks/deploy_cpu.py (see default_runtime).
+_CPU_RUNTIME_ORDER = {"fp32": ("openvino", "onnxruntime", "litert"), "bf16": ("openvino",),
+                      "int8": ("litert", "openvino", "onnxruntime")}
+
+
 def default_runtime(device: str = "cpu", precision: str = "fp32") -> str:
     """The fastest installed runtime for the device and precision, by measurement
-    (``benchmarks/deploy_cpu.py``, batch 1, 2 threads, x86 with AVX-512 VNNI/BF16 and AMX).
+    (``benchmarks/deploy_cpu.py``: batch 1, 2 threads, x86 with AVX-512 VNNI/BF16 and AMX,
+    runtimes interleaved in turns of 50 calls).
 
-    fp32 and int8: ONNX Runtime. Two runs on this project's shared 2-core machine measured it
-    ahead of OpenVINO and LiteRT (1.0-224 fp32: 8.8 vs 10.1 vs 10.1 ms; 0.5-160 int8: 1.07 vs
-    1.12 vs 1.29 ms), with the steadiest p90 of the three; on a quiet machine the issue's anchors
-    have OpenVINO level or slightly ahead. bf16: OpenVINO, the only runtime with a bf16 CPU path
-    (3.5 ms for 1.0-224). PyTorch eager is 2-3× slower on a CPU. On CUDA, PyTorch (cuDNN, CUDA
-    graphs). Pass ``runtime`` to choose.
+    fp32 (1.0-224, our exports): OpenVINO 5.85 ms, ONNX Runtime 6.09, LiteRT 6.11: level
+    within noise, OpenVINO first. bf16: OpenVINO, the only runtime with a bf16 CPU path
+    (2.4 ms). int8 (0.5-160): LiteRT (XNNPACK) 0.63 ms, OpenVINO 0.81, ONNX Runtime 0.83.
+    PyTorch eager is 3-4× slower on a CPU. On CUDA, PyTorch (cuDNN, CUDA graphs). Pass
+    ``runtime`` to choose.
     """
     if device == "cuda":
         return "torch"
-    order = ("openvino", "onnxruntime") if precision == "bf16" else ("onnxruntime", "openvino")
-    for runtime in order:
-        if runtime_available(runtime) and not (precision == "bf16" and runtime == "onnxruntime"):
+    for runtime in _CPU_RUNTIME_ORDER.get(precision, _CPU_RUNTIME_ORDER["fp32"]):
+        if runtime_available(runtime):
             return runtime
     return "torch"
 

@@ -115,8 +115,8 @@ def _runtime_options(p: argparse.ArgumentParser, iters: int = 50) -> None:
     from .cli import count_type
 
     p.add_argument("--runtime", choices=RUNTIME_CHOICES,
-                   help="inference runtime (default: the fastest installed, by measurement: onnxruntime on CPU "
-                        "for fp32/int8, openvino for bf16; torch on cuda)")
+                   help="inference runtime (default: the fastest installed, by measurement: openvino on CPU for "
+                        "fp32 and bf16, litert for int8; torch on cuda)")
     p.add_argument("--int8", action="store_true", help="int8 models (post-training quantized, per-channel weights)")
     p.add_argument("--bf16", action="store_true", help="bf16 inference (openvino, torch)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
