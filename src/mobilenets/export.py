@@ -138,8 +138,6 @@ def _check_options(format: str, batch: int | str, resolution: int | None, int8: 
         raise ValueError(f"int8 export is not available for {format}; use one of: {', '.join(INT8_FORMATS)}")
     if isinstance(calibration_images, bool) or not isinstance(calibration_images, int) or calibration_images < 1:
         raise ValueError(f"calibration_images must be an integer ≥ 1, got {calibration_images!r}")
-    if format == "tflite" and batch == "dynamic":
-        raise ValueError("tflite exports have a static batch size; give an integer batch (e.g. 1)")
 
 
 def _resolve_model(model_or_weights: nn.Module | str | os.PathLike, resolution: int | None) -> nn.Module:
@@ -366,16 +364,29 @@ def open_runtime(path: str | os.PathLike, format: str, *, threads: int | None = 
         interp.allocate_tensors()
         inp = interp.get_input_details()[0]
         out = interp.get_output_details()[0]
-        shape = tuple(int(d) for d in inp["shape"])
+        dynamic = int(inp["shape_signature"][0]) == -1
+        current = [tuple(int(d) for d in inp["shape"])]
 
         def run_tfl(x: np.ndarray) -> np.ndarray:
-            if x.shape != shape and x.ndim == 4 and (x.shape[0], x.shape[2], x.shape[3], x.shape[1]) == shape:
+            shape = current[0]
+            if x.ndim == 4 and x.shape[1:] != shape[1:] and (x.shape[2], x.shape[3], x.shape[1]) == shape[1:]:
                 x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # NCHW (PyTorch) → NHWC (TFLite)
+            if dynamic and x.shape[0] != shape[0]:
+                interp.resize_tensor_input(inp["index"], list(x.shape))
+                interp.allocate_tensors()
+                current[0] = tuple(x.shape)
             interp.set_tensor(inp["index"], x)
             interp.invoke()
             return interp.get_tensor(out["index"])
-        return Runner("ai-edge-litert", run_tfl, int(inp["shape"][0]))
+        return Runner("ai-edge-litert " + _version("ai_edge_litert"), run_tfl,
+                      None if dynamic else int(inp["shape"][0]))
     raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
+
+
+def _version(module: str) -> str:
+    import importlib
+
+    return str(getattr(importlib.import_module(module), "__version__", ""))
 
 
 def _pt2_static_batch(ep: Any) -> int | None:
@@ -491,7 +502,8 @@ def _write_tflite(model: nn.Module, example: torch.Tensor, path: str, batch: int
     from .convert.tflite_writer import model_to_tflite
 
     with open(path, "wb") as f:
-        f.write(model_to_tflite(model, batch=int(example.shape[0]), resolution=int(example.shape[-1])))
+        f.write(model_to_tflite(model, batch=None if batch == "dynamic" else int(example.shape[0]),
+                                resolution=int(example.shape[-1])))
 
 
 def _write_tflite_int8(model: nn.Module, example: torch.Tensor, path: str, batch: int | str,
@@ -500,7 +512,7 @@ def _write_tflite_int8(model: nn.Module, example: torch.Tensor, path: str, batch
 
     step = int(example.shape[0])
     model = correct_bias_for_int8(model, calibration)
-    float_file = model_to_tflite(model, batch=step, resolution=int(example.shape[-1]))
+    float_file = model_to_tflite(model, batch=None if batch == "dynamic" else step, resolution=int(example.shape[-1]))
     chunks = (nchw_to_nhwc(calibration[i:i + step]) for i in range(0, calibration.shape[0] - step + 1, step))
     with open(path, "wb") as f:
         f.write(quantize_tflite(float_file, chunks))

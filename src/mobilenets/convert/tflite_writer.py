@@ -60,6 +60,9 @@ class _Graph:
             buffer = len(self.buffers) - 1
         t = s.TensorT()
         t.shape = list(shape)
+        if shape and shape[0] == -1:  # dynamic batch: size 1 until the runtime resizes the input
+            t.shape[0] = 1
+            t.shapeSignature = list(shape)
         t.type = s.TensorType.FLOAT32 if dtype is None else dtype
         t.buffer = buffer
         t.name = name
@@ -113,10 +116,12 @@ def _conv_layers(features: nn.Module) -> list[tuple[nn.Conv2d, nn.Module | None]
     return out
 
 
-def model_to_tflite(model: nn.Module, *, batch: int = 1, resolution: int | None = None) -> bytes:
+def model_to_tflite(model: nn.Module, *, batch: int | None = 1, resolution: int | None = None) -> bytes:
     """The TFLite flatbuffer of a BN-folded :class:`~mobilenets.model.MobileNetV1` (fp32).
 
-    Input ``(batch, R, R, C)`` float32 NHWC named ``input``; output ``logits``.
+    Input ``(batch, R, R, C)`` float32 NHWC named ``input``; output ``logits``. ``batch=None``
+    makes the batch dimension dynamic (``-1`` in the shape signature; resize the input tensor
+    before running).
     """
     from ..model import Conv2dSame, MobileNetV1
 
@@ -127,6 +132,7 @@ def model_to_tflite(model: nn.Module, *, batch: int = 1, resolution: int | None 
         raise ValueError("tflite export: give a classifier or embedding model, not features_only")
     config = model.config
     r = int(resolution or config.resolution)
+    batch = -1 if batch is None else int(batch)
     g = _Graph(s)
     x = g.tensor("input", [batch, r, r, config.in_chans])
     h = w = r
