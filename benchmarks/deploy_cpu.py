@@ -41,7 +41,7 @@ import torch
 from _timing import interleaved_medians, machine, median_ms, p90_ms
 
 import mobilenets
-from mobilenets.export import export, load_calibration, open_runtime, _quiet
+from mobilenets.export import Runner, export, load_calibration, open_runtime, _quiet
 from mobilenets.fuse import fuse
 
 DATA = Path(os.environ.get("MOBILENETS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -91,6 +91,12 @@ def _peer_ov(path: str, threads: int, precision: str | None = None) -> Callable[
     return lambda x: request.infer({0: x})[0]
 
 
+def _fed(runner: Runner, x: np.ndarray) -> Callable[[], Any]:
+    """One call of ``runner`` on ``x`` already in the file's layout (no conversion timed)."""
+    v = runner.prepare(x)
+    return lambda: runner(v)
+
+
 def _plain_onnx(model: torch.nn.Module, x: torch.Tensor, path: str) -> str:
     with _quiet():
         torch.onnx.export(model, (x,), path, dynamo=True, external_data=False)  # "exported plainly"
@@ -112,7 +118,6 @@ def part_a(threads: int, rounds: int, tmp: str) -> dict[str, float]:
     ours_onnx = export(ours_model, "onnx", os.path.join(tmp, "ours.onnx")).path
     ours_xml = export(ours_model, "openvino", os.path.join(tmp, "ours.xml")).path
     ours_tflite = export(ours_model, "tflite", os.path.join(tmp, "ours.tflite")).path
-    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     fused = fuse(ours_model).to(memory_format=torch.channels_last)
     x_cl = x_t.contiguous(memory_format=torch.channels_last)
 
@@ -127,13 +132,13 @@ def part_a(threads: int, rounds: int, tmp: str) -> dict[str, float]:
         "peer ORT fp32 (timm.onnx)": (lambda f=_peer_ort(timm_onnx, threads): f(x)),
         "peer OpenVINO fp32 (timm.onnx)": (lambda f=_peer_ov(timm_onnx, threads, "f32"): f(x)),
         "peer OpenVINO bf16 (timm.onnx, default)": (lambda f=_peer_ov(timm_onnx, threads): f(x)),
-        "timm.onnx + our ORT settings": (lambda f=open_runtime(timm_onnx, "onnx", threads=threads): f(x)),
-        "timm.onnx + our OpenVINO settings fp32": (lambda f=open_runtime(timm_onnx, "openvino", threads=threads): f(x)),
+        "timm.onnx + our ORT settings": _fed(open_runtime(timm_onnx, "onnx", threads=threads), x),
+        "timm.onnx + our OpenVINO settings fp32": _fed(open_runtime(timm_onnx, "openvino", threads=threads), x),
         "ours torch eager fp32 (fused, NHWC)": torch_eager(fused, x_cl),
-        "ours ORT fp32": (lambda f=open_runtime(ours_onnx, "onnx", threads=threads): f(x)),
-        "ours OpenVINO fp32": (lambda f=open_runtime(ours_xml, "openvino", threads=threads): f(x)),
-        "ours LiteRT fp32 (XNNPACK)": (lambda f=open_runtime(ours_tflite, "tflite", threads=threads): f(x_nhwc)),
-        "ours OpenVINO bf16": (lambda f=open_runtime(ours_xml, "openvino", threads=threads, precision="bf16"): f(x)),
+        "ours ORT fp32": _fed(open_runtime(ours_onnx, "onnx", threads=threads), x),
+        "ours OpenVINO fp32": _fed(open_runtime(ours_xml, "openvino", threads=threads), x),
+        "ours LiteRT fp32 (XNNPACK)": _fed(open_runtime(ours_tflite, "tflite", threads=threads), x),
+        "ours OpenVINO bf16": _fed(open_runtime(ours_xml, "openvino", threads=threads, precision="bf16"), x),
     }
     med = _print_table(f"A. α=1.0 ρ=224, batch 1, {threads} threads (interleaved turns of {BLOCK} calls, the last {BLOCK - SKIP} timed; {max(1, rounds // (BLOCK - SKIP)) * (BLOCK - SKIP)} per path)",
                        interleaved_medians(fns, warmup=20, rounds=max(1, rounds // (BLOCK - SKIP)), block=BLOCK, skip=SKIP))
@@ -175,7 +180,6 @@ def _litert_runner(path: Path, threads: int, scale: float, zero: int) -> tuple[C
 
 
 def part_b(threads: int, rounds: int, tmp: str) -> dict[str, float]:
-    from mobilenets.export import Runner
     from mobilenets.predict import Classifier, imagenet_target
     from mobilenets.preprocess import list_images
 
@@ -240,9 +244,8 @@ def part_b(threads: int, rounds: int, tmp: str) -> dict[str, float]:
         "ours OpenVINO int8": open_runtime(ours_xml.path, "openvino", threads=threads, precision="int8"),
         "ours LiteRT int8": open_runtime(ours_tflite.path, "tflite", threads=threads, precision="int8"),
     })
-    x1_nhwc = np.ascontiguousarray(x1.transpose(0, 2, 3, 1))  # TFLite files take NHWC: no transpose timed
     fns: dict[str, Callable[[], Any]] = {"peer LiteRT uint8 (Google's file)": lambda: lite_raw(q1)}
-    fns.update({k: (lambda r=r, v=(x1_nhwc if "LiteRT" in k else x1): r(v)) for k, r in runners.items()})
+    fns.update({k: _fed(r, x1) for k, r in runners.items()})
     med = _print_table(f"B. α=0.5 ρ=160 int8, batch 1, {threads} threads (interleaved turns of {BLOCK} calls, the last {BLOCK - SKIP} timed; {max(1, rounds // (BLOCK - SKIP)) * (BLOCK - SKIP)} per path)",
                        interleaved_medians(fns, warmup=50, rounds=max(1, rounds // (BLOCK - SKIP)), block=BLOCK, skip=SKIP))
     print("  ratio:")

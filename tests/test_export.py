@@ -179,15 +179,19 @@ def test_tflite_dynamic_batch(tmp_path, int8):
     report = export(small_model(), "tflite", tmp_path / "d.tflite", batch="dynamic", int8=int8, calibration=calib,
                     calibration_images=8)
     runner = open_runtime(report.path, "tflite")
-    assert runner.batch is None
+    assert runner.batch is None and runner.layout == "NHWC"
     model = small_model()
     for n in (3, 1, 5):
         x = torch.randn(n, 3, 64, 64).clamp(-2, 2)
         got = runner(x.numpy())
+        assert np.array_equal(runner(runner.prepare(x.numpy())), got)  # NCHW or the file's NHWC, same answer
         with torch.no_grad():
             ref = model(x).numpy()
         assert got.shape == (n, 10)
-        if not int8:
+        if int8:
+            cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+            assert cos.mean() >= 0.9
+        else:
             assert np.abs(got - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
 
 

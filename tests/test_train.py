@@ -245,7 +245,11 @@ def test_qat_run_resumes_exactly_and_its_int8_export_keeps_the_simulated_accurac
     int8 = open_runtime(report.path, "onnx", precision="int8").run_all(x.numpy())
     with torch.no_grad():
         sim = simulated(x).numpy()
+        assert not torch.allclose(torch.from_numpy(sim), model.eval()(x))  # the simulation really rounds
     assert float((int8.argmax(1) == sim.argmax(1)).mean()) >= 0.9
+    # the logged validation accuracy is the int8-simulated model's, not the float one's
+    assert T.evaluate_dataset(simulated, tiny, progress=False)["top1"] == pytest.approx(
+        read_metrics(tmp_path / "ref")[-1]["val_top1"])
     with pytest.raises(ValueError, match="--resume: qat differs"):
         state = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
         state["status"] = "running"

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 
 from .config import MobileNetConfig
@@ -161,8 +160,7 @@ def make_runner(config: MobileNetConfig, runtime: str, *, precision: str = "fp32
     else:
         _WRITERS[fmt](fused, example, path, batch)
     runner = open_runtime(path, fmt, threads=threads, precision=precision)
-    # TFLite files take NHWC: hand it over in that layout so no transpose is timed.
-    x = example.numpy() if fmt != "tflite" else np.ascontiguousarray(example.numpy().transpose(0, 2, 3, 1))
+    x = runner.prepare(example.numpy())  # the file's own layout (NHWC for TFLite): no transpose is timed
     return lambda: runner(x)
 
 

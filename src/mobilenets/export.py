@@ -261,12 +261,25 @@ def _split_tensor(x: torch.Tensor, c: int, r: int, count: int, name: str
 # ----------------------------------------------------------------------------- runtimes
 
 class Runner:
-    """A loaded export: ``runner(x)`` maps a float32 NCHW array to float32 logits."""
+    """A loaded export: ``runner(x)`` maps a float32 NCHW array to float32 logits.
 
-    def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray], batch: int | None) -> None:
+    ``layout`` is the file's own input layout (``"NHWC"`` for TFLite); ``prepare(x)`` converts
+    an NCHW batch to it once, so a timing loop can feed the file directly (``runner(x)`` also
+    accepts the prepared array).
+    """
+
+    def __init__(self, name: str, fn: Callable[[np.ndarray], np.ndarray], batch: int | None,
+                 layout: str = "NCHW") -> None:
         self.name = name
         self.fn = fn
         self.batch = batch  # static batch of the file, or None when dynamic
+        self.layout = layout
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (NCHW) in the file's input layout."""
+        if self.layout == "NHWC":
+            return np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)
+        return x
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.fn(x)
@@ -360,6 +373,7 @@ def open_runtime(path: str | os.PathLike, format: str, *, threads: int | None = 
         return Runner("torch.export " + torch.__version__, _torch_fn(module, device), static)
     if format == "tflite":
         litert = _need("ai_edge_litert.interpreter", "ai-edge-litert", "running TFLite files")
+        version = getattr(_need("ai_edge_litert", "ai-edge-litert", "running TFLite files"), "__version__", "")
         interp = litert.Interpreter(model_path=path, num_threads=threads or os.cpu_count() or 1)
         interp.allocate_tensors()
         inp = interp.get_input_details()[0]
@@ -378,15 +392,9 @@ def open_runtime(path: str | os.PathLike, format: str, *, threads: int | None = 
             interp.set_tensor(inp["index"], x)
             interp.invoke()
             return interp.get_tensor(out["index"])
-        return Runner("ai-edge-litert " + _version("ai_edge_litert"), run_tfl,
-                      None if dynamic else int(inp["shape"][0]))
+        return Runner(f"ai-edge-litert {version}".strip(), run_tfl, None if dynamic else int(inp["shape"][0]),
+                      layout="NHWC")
     raise ValueError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
-
-
-def _version(module: str) -> str:
-    import importlib
-
-    return str(getattr(importlib.import_module(module), "__version__", ""))
 
 
 def _pt2_static_batch(ep: Any) -> int | None:
