@@ -37,12 +37,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-
 from _timing import interleaved_medians, machine, median_ms, p90_ms
 
 import mobilenets
-from mobilenets.export import Runner, export, load_calibration, open_runtime, _quiet
-from mobilenets.fuse import fuse
+from mobilenets.deploy import Runner, export, load_calibration, open_runtime
+from mobilenets.deploy.export import _quiet
+from mobilenets.quant import fuse
 
 DATA = Path(os.environ.get("MOBILENETS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 GOOGLE_050_160 = DATA / "tflite" / "mobilenet_v1_0.5_160_quant.tflite"
@@ -159,7 +159,7 @@ def part_a(threads: int, rounds: int, tmp: str) -> dict[str, float]:
 def _litert_runner(path: Path, threads: int, scale: float, zero: int) -> tuple[Callable[[np.ndarray], Any], Callable[[np.ndarray], np.ndarray]]:
     from ai_edge_litert.interpreter import Interpreter
 
-    from mobilenets.preprocess import quantize_input
+    from mobilenets.data import quantize_input
 
     interp = Interpreter(model_path=str(path), num_threads=threads)
     interp.allocate_tensors()
@@ -180,8 +180,8 @@ def _litert_runner(path: Path, threads: int, scale: float, zero: int) -> tuple[C
 
 
 def part_b(threads: int, rounds: int, tmp: str) -> dict[str, float]:
-    from mobilenets.predict import Classifier, imagenet_target
-    from mobilenets.preprocess import list_images
+    from mobilenets.data import list_images
+    from mobilenets.inference import Classifier, imagenet_target
 
     have_data = GOOGLE_050_160.is_file() and IMAGENET_SAMPLE.is_dir()
     if not have_data:
@@ -201,10 +201,13 @@ def part_b(threads: int, rounds: int, tmp: str) -> dict[str, float]:
     peer_onnx = _plain_onnx(model, torch.from_numpy(x_all[:1]), os.path.join(tmp, "peer_050_160.onnx"))
     peer_q = os.path.join(tmp, "peer_050_160_int8.onnx")
     import nncf
-    import openvino as ov
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
     import onnx
+    import openvino as ov
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        quantize_static,
+    )
 
     input_name = onnx.load(peer_onnx).graph.input[0].name
 
@@ -288,13 +291,21 @@ def part_b(threads: int, rounds: int, tmp: str) -> dict[str, float]:
 def part_c(checkpoint: str, data: str, n_calib: int, tmp: str) -> None:
     """int8 vs fp32 top-1 of a CIFAR-10 model on the CIFAR-10 test set, for each of our int8
     exports, calibrated on ``n_calib`` class-balanced training images (disjoint from the test set)."""
-    from mobilenets.data import balanced_subset, find_split, load_tensor_split, resolve_data, scan_split, to_input
-    from mobilenets.train import evaluate_dataset, load_trained
+    from mobilenets.data import (
+        balanced_subset,
+        find_split,
+        load_tensor_split,
+        resolve_data,
+        scan_split,
+        to_input,
+    )
+    from mobilenets.inference import evaluate_dataset
+    from mobilenets.train import load_trained
 
     model = load_trained(checkpoint)
     info = model.pretrained_info
     size = int(info.get("input_size") or model.resolution)
-    spec = info.get("preprocess") or mobilenets.weights.IMAGENET_PREPROCESS
+    spec = info.get("preprocess") or mobilenets.data.IMAGENET_PREPROCESS
     fp32 = evaluate_dataset(model, data, split="val", progress=False)
     root = resolve_data(data)
     index = scan_split(find_split(root, "train"), info["class_names"])

@@ -21,11 +21,10 @@ import statistics
 from typing import Callable
 
 import torch
-
 from _timing import cuda_machine
 
 import mobilenets
-from mobilenets.fuse import fuse
+from mobilenets.quant import fuse
 
 
 def _graphed(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:

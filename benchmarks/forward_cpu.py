@@ -13,7 +13,6 @@ import argparse
 import sys
 
 import torch
-
 from _timing import interleaved_medians, machine, median_ms, p90_ms
 
 import mobilenets

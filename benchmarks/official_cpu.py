@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _timing import interleaved_medians, machine, median_ms, p90_ms
 
 import mobilenets
-from mobilenets.fuse import fuse
-from mobilenets.preprocess import quantize_input
+from mobilenets.data import quantize_input
+from mobilenets.quant import fuse
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

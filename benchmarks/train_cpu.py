@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
-
 from _timing import machine
+from PIL import Image
 
 from mobilenets import data as D
 

@@ -31,7 +31,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-
 from _timing import cuda_machine
 
 import mobilenets

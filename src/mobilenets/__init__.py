@@ -11,13 +11,20 @@ Quick start::
     mobilenets.create_model("mobilenet_v1_075_192", num_classes=10)
 """
 
+from .analysis import CostReport, LayerCost, cost
 from .config import MobileNetConfig
-from .cost import CostReport, LayerCost, cost
-from .model import MOBILENET_V1_CONV_DEFS, MobileNetV1, mobilenet_v1
-from .export import ExportReport, export
-from .fuse import fuse
-from .predict import Classifier
-from .registry import OFFICIAL_MODELS, create_model, get_config, list_models
+from .deploy import ExportReport, export
+from .inference import Classifier
+from .models import (
+    MOBILENET_V1_CONV_DEFS,
+    OFFICIAL_MODELS,
+    MobileNetV1,
+    create_model,
+    get_config,
+    list_models,
+    mobilenet_v1,
+)
+from .quant import fuse
 from .weights import load_pretrained, save_checkpoint
 
 __version__ = "0.1.0"

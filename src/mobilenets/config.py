@@ -17,14 +17,16 @@ The two knobs of the paper, in a newcomer's terms:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
+
+from ._utils import MIN_RESOLUTION, check_choice, check_int, check_resolution, check_width, is_int, model_label
+
+__all__ = ["MobileNetConfig", "VARIANTS", "ACTIVATIONS", "OUTPUT_STRIDES", "MIN_RESOLUTION"]
 
 VARIANTS = ("separable", "conv", "shallow")
 ACTIVATIONS = ("relu", "relu6")
 OUTPUT_STRIDES = (8, 16, 32)
-MIN_RESOLUTION = 32
 
 
 @dataclass(frozen=True)
@@ -71,34 +73,17 @@ class MobileNetConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line message for any out-of-range field."""
-        a = self.width_multiplier
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a <= 0:
-            raise ValueError(
-                f"width multiplier α must be a number > 0 (e.g. 1.0, 0.75, 0.5, 0.25), got {a!r}"
-            )
-        r = self.resolution
-        if isinstance(r, bool) or not isinstance(r, int) or r < MIN_RESOLUTION:
-            raise ValueError(
-                f"resolution must be an integer of at least {MIN_RESOLUTION} pixels "
-                f"(e.g. 224, 192, 160, 128), got {r!r}"
-            )
-        if self.variant not in VARIANTS:
-            raise ValueError(
-                f"unknown variant {self.variant!r}; choose one of: {', '.join(VARIANTS)}"
-            )
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}"
-            )
+        check_width(self.width_multiplier)
+        check_resolution(self.resolution)
+        check_choice(self.variant, VARIANTS, "variant")
+        check_choice(self.activation, ACTIVATIONS, "activation")
         n = self.num_classes
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if not is_int(n) or n < 0:
             raise ValueError(f"num_classes must be an integer ≥ 0 (0 = no classifier), got {n!r}")
-        if isinstance(self.min_depth, bool) or not isinstance(self.min_depth, int) or self.min_depth < 1:
-            raise ValueError(f"min_depth must be an integer ≥ 1, got {self.min_depth!r}")
+        check_int("min_depth", self.min_depth)
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
-        if isinstance(self.in_chans, bool) or not isinstance(self.in_chans, int) or self.in_chans < 1:
-            raise ValueError(f"in_chans must be an integer ≥ 1, got {self.in_chans!r}")
+        check_int("in_chans", self.in_chans)
         if not (isinstance(self.bn_eps, (int, float)) and self.bn_eps > 0):
             raise ValueError(f"bn_eps must be a number > 0, got {self.bn_eps!r}")
         if self.cifar_stem and self.output_stride != 32:
@@ -134,5 +119,4 @@ class MobileNetConfig:
     @property
     def label(self) -> str:
         """The paper's way of naming a model, e.g. ``0.75 MobileNet-160``."""
-        prefix = {"separable": "", "conv": "Conv ", "shallow": "Shallow "}[self.variant]
-        return f"{self.width_multiplier:g} {prefix}MobileNet-{self.resolution}"
+        return model_label(self.width_multiplier, self.resolution, self.variant)

@@ -1,0 +1,201 @@
+"""The deployment subcommands: ``export``, ``bench`` and ``select``.
+
+:func:`add_parsers` registers them on the main parser's subparsers (``cli.build_parser``
+calls it). Helpers come from :mod:`mobilenets.cli` inside functions, so the two modules can
+import each other's names without a cycle at import time.
+
+Exit status: 0 success; 2 bad input (one line on stderr); ``select`` exits 1 when no model
+fits the budget (the answer is "nothing", not an error in the request), after naming the
+fastest model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any, Callable, Sequence
+
+FORMAT_CHOICES = ("onnx", "openvino", "torchscript", "pt2", "tflite")
+RUNTIME_CHOICES = ("torch", "onnxruntime", "openvino", "litert")
+
+
+# ----------------------------------------------------------------------------- option types
+
+def batch_type(text: str) -> int | str:
+    if text == "dynamic":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch must be 'dynamic' or an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--batch must be 'dynamic' or an integer ≥ 1, got {text}")
+    return value
+
+
+def _list_type(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        parts = [t.strip() for t in text.split(",") if t.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"{what} must be a comma-separated list, got {text!r}")
+        return [item(t) for t in parts]
+    return parse
+
+
+def quantity_type(what: str) -> Callable[[str], float]:
+    """A positive count with an optional K/M/G suffix: ``4.2M``, ``300000``, ``569e6``."""
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}
+
+    def parse(text: str) -> float:
+        t = text.strip().lower()
+        factor = scale.get(t[-1:], 1.0)
+        try:
+            value = float(t[:-1] if t[-1:] in scale else t) * factor
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number > 0 (e.g. 4.2M or 4200000), got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a number > 0 (e.g. 4.2M or 4200000), got {text!r}")
+        return value
+    return parse
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..deploy.export import export, format_for_path
+    from .main import UsageError
+
+    fmt = args.format or format_for_path(args.out)
+    if fmt is None:
+        raise UsageError(f"give --format ({'|'.join(FORMAT_CHOICES)}); it cannot be told from {args.out!r}")
+    if args.calibration is not None and not args.int8:
+        raise UsageError("--calibration is for --int8 exports")
+    report = export(args.weights, fmt, args.out, resolution=args.resolution, batch=args.batch, int8=args.int8,
+                    calibration=args.calibration, calibration_images=args.calibration_images)
+    print(json.dumps(report.to_dict()) if args.json else report.summary())
+    return 0
+
+
+def _precision(args: argparse.Namespace) -> str:
+    from .main import UsageError
+
+    if args.int8 and args.bf16:
+        raise UsageError("--int8 and --bf16 exclude each other")
+    return "int8" if args.int8 else "bf16" if args.bf16 else "fp32"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..deploy.bench import benchmark, format_markdown, write_results
+
+    results = benchmark(args.widths, args.resolutions, runtime=args.runtime, precision=_precision(args),
+                        device=args.device, threads=args.threads, batch=args.batch, warmup=args.warmup,
+                        iters=args.iters, compile=args.compile, progress=not args.no_progress)
+    paths = write_results(results, args.out)
+    print(format_markdown(results))
+    print(f"\nwrote {paths['csv']}, {paths['md']}, {paths['png']}")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from ..deploy.select import select
+
+    accuracy = args.accuracy or ("quant" if args.int8 else "tfslim")
+    selection = select(args.max_latency_ms, max_params=args.max_params, max_mult_adds=args.max_mult_adds,
+                       accuracy=accuracy, runtime=args.runtime, precision=_precision(args),
+                       device=args.device, threads=args.threads, batch=args.batch, bench_csv=args.bench_csv,
+                       iters=args.iters, progress=not args.no_progress and not args.json)
+    print(json.dumps(selection.to_json()) if args.json else selection.format())
+    return 0 if selection.chosen is not None else 1
+
+
+# ----------------------------------------------------------------------------- parsers
+
+def _runtime_options(p: argparse.ArgumentParser, iters: int = 50) -> None:
+    from .main import count_type
+
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES,
+                   help="inference runtime (default: the fastest installed, by measurement: openvino on CPU for "
+                        "fp32 and bf16, litert for int8; torch on cuda)")
+    p.add_argument("--int8", action="store_true", help="int8 models (post-training quantized, per-channel weights)")
+    p.add_argument("--bf16", action="store_true", help="bf16 inference (openvino, torch)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=count_type(1, "--threads"), metavar="N",
+                   help="inference threads (default: the runtime's own choice)")
+    p.add_argument("--batch", type=count_type(1, "--batch"), default=1, metavar="N", help="batch size (default 1)")
+    p.add_argument("--iters", type=count_type(1, "--iters"), default=iters, metavar="N",
+                   help=f"timed calls per model, after warm-up (default {iters})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``export``, ``bench`` and ``select`` on the main parser's subparsers."""
+    from .main import count_type, float_type, resolution_type, width_type
+
+    p = sub.add_parser(
+        "export", help="export weights to ONNX / OpenVINO / TorchScript / PT2 / TFLite, verified",
+        description="Export a weights file for deployment with BatchNorm folded into the convolutions and static "
+                    "spatial shapes. The file is written under a temporary name, run in its own runtime against "
+                    "the PyTorch model (fp32: outputs within 1e-4; int8: top-1 agreement reported), and only then "
+                    "renamed into place; a failed check is an error and leaves no file.")
+    p.add_argument("weights", metavar="WEIGHTS", help="TFLite, Keras .h5, .pt/.pth, .safetensors or a run directory")
+    p.add_argument("--format", choices=FORMAT_CHOICES, help="output format (default: from --out's extension)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file (openvino: NAME.xml, NAME.bin beside it)")
+    p.add_argument("--resolution", type=resolution_type, metavar="R", help="input size (default: the weights')")
+    p.add_argument("--batch", type=batch_type, default=1, metavar="dynamic|N", help="batch size, or 'dynamic' (default 1)")
+    p.add_argument("--int8", action="store_true",
+                   help="post-training static int8 (per-channel weights), calibrated on --calibration images")
+    p.add_argument("--calibration", metavar="DIR_or_DATA",
+                   help="folder of real images (or a .npy/.pt array of preprocessed inputs) for --int8")
+    p.add_argument("--calibration-images", type=count_type(1, "--calibration-images"), default=100, metavar="N",
+                   help="how many calibration images (a seeded random sample; default 100)")
+    p.add_argument("--json", action="store_true", help="print the export report as one JSON object")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "bench", help="latency of each (α, ρ) on this machine: CSV, markdown table and plot",
+        description="Time each width × resolution in a runtime after warm-up: median and p90 latency and "
+                    "throughput. Writes bench.csv, bench.md and bench.png (latency against Mult-Adds) to --out.")
+    p.add_argument("--widths", type=_list_type(width_type, "--widths"), default=[1.0, 0.75, 0.5, 0.25],
+                   metavar="A,A,..", help="width multipliers α (default 1,0.75,0.5,0.25)")
+    p.add_argument("--resolutions", type=_list_type(resolution_type, "--resolutions"), default=[224, 192, 160, 128],
+                   metavar="R,R,..", help="resolutions ρ (default 224,192,160,128)")
+    _runtime_options(p)
+    p.add_argument("--warmup", type=count_type(0, "--warmup"), default=10, metavar="N", help="untimed calls first (default 10)")
+    p.add_argument("--compile", action="store_true", help="torch runtime: torch.compile (inductor) the model")
+    p.add_argument("--out", default="bench", metavar="DIR", help="output folder (default ./bench)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "select", help="the most accurate (α, ρ) that fits a latency budget on this machine",
+        description="Measure (or read from --bench-csv) each official (α, ρ)'s latency, keep those within the "
+                    "params / Mult-Adds limits, and pick the most accurate on the latency-accuracy Pareto front "
+                    "within --max-latency-ms. Exit status 1 when no model fits (the fastest is named).")
+    p.add_argument("--max-latency-ms", required=True, type=float_type("--max-latency-ms"), metavar="L",
+                   help="budget for the median latency of one call (batch --batch), in milliseconds")
+    p.add_argument("--max-params", type=quantity_type("--max-params"), metavar="P", help="e.g. 2.6M")
+    p.add_argument("--max-mult-adds", type=quantity_type("--max-mult-adds"), metavar="M", help="e.g. 300M")
+    p.add_argument("--accuracy", metavar="paper|tfslim|quant|FILE.csv",
+                   help="top-1 source: TF-slim's published float table (default; quant with --int8), its 8-bit "
+                        "table, the paper's Tables 6-9 (TF-slim's where the paper has no figure), or a CSV "
+                        "width,resolution,top1")
+    p.add_argument("--bench-csv", metavar="FILE", help="latencies from a `mobilenets bench` CSV instead of measuring")
+    _runtime_options(p, iters=30)
+    p.add_argument("--json", action="store_true",
+                   help='print {"width", "resolution", "latency_ms", "top1", "pareto": [...], ...}')
+    p.set_defaults(func=cmd_select)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``export`` / ``bench`` / ``select`` alone, with the main command's error handling
+    (``python -m mobilenets.cli.deploy ...``; ``mobilenets ...`` is the usual way in)."""
+    from .main import PROG, _Parser, run_parser
+
+    parser = _Parser(prog=PROG, description="MobileNet deployment: export, bench, select")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    add_parsers(sub)
+    return run_parser(parser, argv)
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

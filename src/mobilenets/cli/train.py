@@ -1,0 +1,257 @@
+"""``mobilenets train`` and ``mobilenets experiment``: the command-line face of
+:mod:`mobilenets.train` and :mod:`mobilenets.experiment`.
+
+:func:`add_parsers` registers both subcommands on the ``mobilenets`` parser. Every option
+defaults to ``None`` ("not given"), so ``train --out RUN_DIR --resume`` can continue a run
+with the options stored in its checkpoint, any option given again overriding them.
+
+Exit status: 0 when training finished; 2 for bad options or data (one line on stderr);
+1 when the loss diverged (the last good checkpoint is kept); 128 + signal number
+(143 for SIGTERM, 130 for SIGINT) when a signal stopped the run after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any, Sequence
+
+__all__ = ["add_parsers", "cmd_train", "cmd_experiment", "main"]
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, recipe_default: str) -> None:
+    """Options shared by ``train`` and ``experiment``."""
+    from ..train.recipes import AMP_MODES, RECIPES
+    from .main import count_type
+
+    p.add_argument("--recipe", choices=tuple(RECIPES), help="paper: RMSprop as in the paper (TF-slim's settings); "
+                   "cifar: fast 32x32 recipe (SGD + one-cycle); imagenet: modern (SGD cosine, label smoothing, "
+                   f"EMA). Default: {recipe_default}")
+    p.add_argument("--epochs", type=count_type(1, "--epochs"), metavar="E", help="default: the recipe's")
+    p.add_argument("--batch-size", type=count_type(1, "--batch-size"), metavar="B",
+                   help="GLOBAL batch, split over all processes (default: the recipe's)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: the recipe's on cuda, off on cpu)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--workers", type=count_type(0, "--workers"), metavar="N",
+                   help="DataLoader workers per process for image folders (small images need none)")
+    p.add_argument("--threads", type=count_type(1, "--threads"), metavar="N",
+                   help="CPU threads for PyTorch (default: its own choice; 1 is best on a busy shared machine)")
+    p.add_argument("--seed", type=count_type(0, "--seed"), metavar="S", help="default 0")
+    p.add_argument("--subset", type=count_type(1, "--subset"), metavar="N",
+                   help="train on a fixed, seeded, class-balanced subset of N images")
+    p.add_argument("--val-subset", type=count_type(1, "--val-subset"), metavar="N",
+                   help="evaluate on a fixed, seeded, class-balanced subset of N images")
+    p.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``train`` and ``experiment`` on the ``mobilenets`` subparsers object."""
+    from ..train.recipes import OPTIMIZERS, SCHEDULES
+    from .main import add_model_options, count_type, float_type
+
+    p = sub.add_parser(
+        "train", help="train a MobileNet on an image folder or CIFAR-10 archive",
+        description="Train a MobileNet V1 on an ImageFolder tree (PATH/train/<class>/, PATH/val/ or PATH/test/) or "
+                    "an archive of one (e.g. cifar10-jpeg.tar.gz: small images are read in place, others extracted "
+                    "once into a cache). Small images are decoded once, kept on the device and augmented there. "
+                    "The input resolution defaults to the image size for small images, 224 otherwise. Writes RUN_DIR/"
+                    "checkpoint.pt (every epoch, and on SIGTERM/SIGINT), best.pt, metrics.jsonl, summary.json and "
+                    "TensorBoard events in RUN_DIR/tb. Under torchrun it trains with DDP. Exit status 0: finished; "
+                    "2: bad input; 1: the loss diverged; 128+N: stopped by signal N after saving.")
+    p.add_argument("--data", metavar="PATH", help="ImageFolder tree or .tar.gz/.zip of one (not needed with --resume)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    add_model_options(p, with_classes=False)
+    p.add_argument("--num-classes", type=count_type(1, "--num-classes"), metavar="K",
+                   help="classifier outputs (default: the number of class folders)")
+    _add_run_options(p, recipe_default="cifar for images up to 64 px, imagenet otherwise")
+    g = p.add_argument_group("optimization (default: the recipe's)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--lr", type=float_type("--lr"), metavar="LR",
+                   help="learning rate for the global batch, used as is (the recipe's is scaled to the batch)")
+    g.add_argument("--schedule", choices=SCHEDULES, help="exp: x0.94 every 2.5 epochs (TF-slim); cosine; "
+                   "onecycle; constant")
+    g.add_argument("--warmup-epochs", type=float_type("--warmup-epochs", inclusive=True), metavar="E")
+    g.add_argument("--momentum", type=float_type("--momentum", inclusive=True, below=1.0), metavar="M")
+    g.add_argument("--weight-decay", type=float_type("--weight-decay", inclusive=True), metavar="WD")
+    g.add_argument("--wd-all", action="store_true", default=None,
+                   help="weight decay on every parameter (default: not on depthwise filters, BatchNorm, biases)")
+    g.add_argument("--label-smoothing", type=float_type("--label-smoothing", inclusive=True, below=1.0), metavar="S")
+    g.add_argument("--ema", type=float_type("--ema", inclusive=True, below=1.0), nargs="?", const=0.9998, metavar="DECAY",
+                   help="average the weights (decay 0.9998 if no value; 0 = off); evaluation and saved weights "
+                        "use the average")
+    g.add_argument("--cutout", type=count_type(0, "--cutout"), metavar="PX",
+                   help="cutout square size for small images (0 = off)")
+    g.add_argument("--grad-clip", type=float_type("--grad-clip", inclusive=True), metavar="NORM", help="0 = off")
+    g.add_argument("--accum-steps", type=count_type(1, "--accum-steps"), metavar="K",
+                   help="split each process's share of the batch into K micro-batches (same gradients, less memory)")
+    g = p.add_argument_group("small inputs and fine-tuning")
+    g.add_argument("--cifar-stem", action=argparse.BooleanOptionalAction, default=None,
+                   help="stride 1 in the stem and in Conv2d_2 (total stride 8: a 32-px image ends in 4x4); "
+                        "default: on for inputs under 64 px")
+    g.add_argument("--input-size", type=count_type(8, "--input-size"), metavar="PX",
+                   help="train and evaluate at this size (may be under 32; default: --resolution, or the image size)")
+    g.add_argument("--init", metavar="WEIGHTS", help="start from these weights (our checkpoint, TFLite, Keras, timm, "
+                   "...): the architecture comes from the file, the classifier is new for --num-classes")
+    g.add_argument("--freeze-epochs", type=count_type(0, "--freeze-epochs"), metavar="N",
+                   help="with --init: train only the classifier for the first N epochs")
+    g.add_argument("--qat", action="store_true", default=None,
+                   help="quantization-aware training: round weights (per-channel int8) and activations (8 bit) "
+                        "as `mobilenets export --int8` will, so the int8 model keeps the accuracy; best with --init")
+    g = p.add_argument_group("speed and scale-out")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default on: faster on GPUs and CPUs alike)")
+    g.add_argument("--loader", choices=("auto", "tensor", "folder"),
+                   help="tensor: decode once, keep uint8 on the device, augment there; folder: DataLoader "
+                        "workers (default auto: tensor for images up to 64 px)")
+    g.add_argument("--sync-bn", action="store_true", default=None, help="synchronize BatchNorm across GPUs (DDP)")
+    g.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic GPU kernels (slower); CPU runs are deterministic anyway")
+    g = p.add_argument_group("run")
+    g.add_argument("--resume", action="store_true", default=None,
+                   help="continue the run in RUN_DIR from checkpoint.pt with its stored options (start a new "
+                        "one if there is none)")
+    g.add_argument("--no-tensorboard", action="store_true", default=None, help="no TensorBoard events")
+    g.add_argument("--quiet", action="store_true", default=None, help="no per-epoch lines")
+    g.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "experiment", help="retrain the models of the paper's Tables 4-7 on CIFAR-10",
+        description="Train the models one of the paper's Tables 4-7 compares (table4: separable vs full conv; "
+                    "table5: 0.75 narrow vs shallow; table6: α 1.0/0.75/0.5/0.25; table7: inputs 32/27/23/18 px, "
+                    "the paper's ρ applied to 32 px), each as a resumable run in DIR/<name>/, and write "
+                    "DIR/<table>.md, .csv and .png (accuracy vs Mult-Adds) beside the paper's ImageNet numbers.")
+    p.add_argument("table", choices=("table4", "table5", "table6", "table7", "all"))
+    p.add_argument("--data", required=True, metavar="PATH", help="e.g. ../shared/data/cifar10-jpeg.tar.gz")
+    p.add_argument("--out", required=True, metavar="DIR")
+    _add_run_options(p, recipe_default="cifar")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_experiment)
+
+
+# ----------------------------------------------------------------------------- building the config
+
+_MODEL_FIELDS = (("activation", "activation"), ("tf_padding", "tf_padding"), ("output_stride", "output_stride"))
+_DIRECT = ("data", "out", "width", "resolution", "variant", "num_classes", "input_size", "cifar_stem", "init",
+           "freeze_epochs", "recipe", "epochs", "batch_size", "accum_steps", "optimizer", "lr", "schedule",
+           "warmup_epochs", "momentum", "weight_decay", "wd_all", "label_smoothing", "ema", "cutout", "grad_clip",
+           "device", "amp", "channels_last", "compile", "workers", "threads", "loader", "sync_bn", "deterministic",
+           "seed", "subset", "val_subset", "qat")
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields the command line set explicitly."""
+    from ..models import get_config
+
+    out: dict[str, Any] = {k: getattr(args, k) for k in _DIRECT if getattr(args, k, None) is not None}
+    model = get_config(args.model) if getattr(args, "model", None) else None
+    if model is not None and "resolution" not in out:
+        out["resolution"] = model.resolution
+    changes = {f: getattr(args, a) for a, f in _MODEL_FIELDS if getattr(args, a, None) is not None}
+    if changes:
+        from ..config import MobileNetConfig
+
+        model = (model or MobileNetConfig()).replace(**changes)
+    if model is not None:
+        out["model"] = model
+    if getattr(args, "no_progress", None):
+        out["progress"] = False
+    if getattr(args, "no_tensorboard", None):
+        out["tensorboard"] = False
+    if getattr(args, "quiet", None):
+        out["verbose"] = False
+    return out
+
+
+def config_from_train_args(args: argparse.Namespace) -> Any:
+    """A :class:`TrainConfig` from ``train``'s options; with ``--resume`` and a checkpoint in
+    ``--out``, the stored options with the given ones on top."""
+    from pathlib import Path
+
+    import torch
+
+    from ..train.trainer import TrainConfig
+
+    given = _given(args)
+    ckpt = Path(args.out) / "checkpoint.pt"
+    if args.resume and ckpt.is_file():
+        try:
+            stored = torch.load(ckpt, map_location="cpu", weights_only=True).get("train_config")
+        except Exception:
+            stored = None  # the trainer reports an unreadable checkpoint
+        if stored:  # the trainer checks that nothing that defines the run has changed
+            return dataclasses.replace(TrainConfig.from_dict(stored), **given, resume=True)
+    return TrainConfig(**given, resume=bool(args.resume))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train.trainer import TrainingDiverged, train
+
+    config = config_from_train_args(args)
+    try:
+        summary = train(config)
+    except TrainingDiverged as e:
+        print(f"mobilenets: error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "settings"}))
+    if summary.get("status") != "finished":
+        import signal
+
+        return 128 + int(getattr(signal, summary.get("signal") or "SIGTERM"))
+    if not args.json and summary.get("val_top1") is not None:
+        print(f"val top-1 {summary['val_top1']:.2f}%  top-5 {summary['val_top5']:.2f}%  (best "
+              f"{summary['best_val_top1']:.2f}% at epoch {summary['best_epoch']})  {summary['mult_adds'] / 1e6:.1f} M "
+              f"Mult-Adds  {summary['params'] / 1e6:.2f} M params  {summary['wall_seconds']:.0f} s  -> "
+              f"{summary['run_dir']}")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from ..train.experiment import run_experiment
+    from ..train.trainer import TrainingDiverged
+
+    options: dict[str, Any] = {}
+    for k in ("amp", "workers", "compile", "threads"):
+        if getattr(args, k, None) is not None:
+            options[k] = getattr(args, k)
+    try:
+        result = run_experiment(args.table, args.data, args.out, epochs=args.epochs, subset=args.subset,
+                                val_subset=args.val_subset, device=args.device, batch_size=args.batch_size,
+                                seed=args.seed or 0, recipe=args.recipe or "cifar", progress=not args.no_progress,
+                                **options)
+    except TrainingDiverged as e:
+        print(f"mobilenets: error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for r in result["rows"]:
+            print(f"{r['table']}  {r['model']:<34} top-1 {r['val_top1']:6.2f}%  {r['mult_adds'] / 1e6:8.1f} M Mult-Adds"
+                  f"  {r['params'] / 1e6:5.2f} M params   (paper: {r['paper_model']}, {r['paper_top1']:.1f}%)")
+        for f in result["files"]:
+            print(f"wrote {f}")
+    if result["status"] != "finished":
+        print(f"mobilenets: stopped in {result['stopped_at']}; run the same command again to continue",
+              file=sys.stderr)
+        return 128 + 15
+    return 0
+
+
+# ----------------------------------------------------------------------------- standalone entry
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mobilenets.cli.train {train,experiment} ...`` (the same as ``mobilenets train``)."""
+    from .main import PROG, _Parser, run_parser
+
+    parser = _Parser(prog=PROG, description="MobileNet V1 training")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    add_parsers(sub)
+    return run_parser(parser, argv)
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""`mobilenets bench`: timing loop, CSV / markdown / PNG outputs, runtime choice, bad input."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+
+import pytest
+
+from mobilenets.cli import main
+from mobilenets.config import MobileNetConfig
+from mobilenets.deploy import (
+    BenchResult,
+    benchmark,
+    default_runtime,
+    format_markdown,
+    make_runner,
+    read_results,
+    time_calls,
+    write_results,
+)
+
+HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnxscript") is not None
+HAS_OV = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnxscript") is not None
+HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
+TINY = dict(widths=[0.25], resolutions=[64], warmup=1, iters=3, threads=1, progress=False)
+
+
+def test_time_calls_counts_and_warms_up():
+    calls = []
+    samples = time_calls(lambda: calls.append(1), warmup=2, iters=5)
+    assert len(samples) == 5 and len(calls) == 7 and all(s >= 0 for s in samples)
+
+
+def test_torch_bench_writes_csv_md_png(tmp_path):
+    results = benchmark(**{**TINY, "widths": [0.25, 0.5]}, runtime="torch", out=tmp_path)
+    assert [(r.width, r.resolution) for r in results] == [(0.25, 64), (0.5, 64)]
+    r = results[0]
+    assert r.median_ms > 0 and r.p90_ms >= r.median_ms * 0.5 and r.throughput > 0 and r.iters == 3
+    assert r.mult_adds > 0 and r.params > 0 and r.runtime == "torch" and r.precision == "fp32"
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "bench.md").read_text()
+    assert md.startswith("| α | ρ |") and "| 0.25 | 64 |" in md
+    with open(tmp_path / "bench.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and float(rows[0]["median_ms"]) == pytest.approx(r.median_ms)
+    back = read_results(tmp_path / "bench.csv")
+    assert back[1].width == 0.5 and back[1].median_ms == pytest.approx(results[1].median_ms)
+
+
+@pytest.mark.parametrize("runtime, precision", [
+    pytest.param("onnxruntime", "fp32", marks=pytest.mark.skipif(not HAS_ORT, reason="onnxruntime missing")),
+    pytest.param("openvino", "fp32", marks=pytest.mark.skipif(not HAS_OV, reason="openvino missing")),
+    pytest.param("openvino", "bf16", marks=pytest.mark.skipif(not HAS_OV, reason="openvino missing")),
+    pytest.param("onnxruntime", "int8", marks=pytest.mark.skipif(not HAS_ORT, reason="onnxruntime missing")),
+    pytest.param("litert", "fp32", marks=pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert missing")),
+    pytest.param("litert", "int8", marks=pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert missing")),
+])
+def test_exported_runtimes(runtime, precision):
+    (r,) = benchmark(**TINY, runtime=runtime, precision=precision)
+    assert r.runtime == runtime and r.precision == precision and r.median_ms > 0 and r.threads == 1
+
+
+def test_make_runner_returns_logits():
+    fn = make_runner(MobileNetConfig(width_multiplier=0.25, resolution=64, num_classes=7), "torch", threads=1)
+    assert tuple(fn().shape) == (1, 7)
+
+
+def test_default_runtime_is_installed():
+    assert default_runtime("cpu") in ("openvino", "onnxruntime", "torch")
+    assert default_runtime("cuda") == "torch"
+    if HAS_OV:
+        assert default_runtime("cpu") == default_runtime("cpu", "bf16") == "openvino"
+    if HAS_LITERT:
+        assert default_runtime("cpu", "int8") == "litert"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(runtime="tensorrt"), "unknown runtime 'tensorrt'"),
+    (dict(runtime="torch", precision="fp8"), "unknown precision"),
+    (dict(runtime="onnxruntime", precision="bf16"), "no bf16 CPU path"),
+    (dict(runtime="torch", batch=0), "batch must be an integer"),
+    (dict(runtime="torch", threads=0), "threads must be an integer"),
+    (dict(runtime="torch", iters=0), "iters"),
+    (dict(runtime="torch", widths=[]), "nothing to benchmark"),
+    (dict(runtime="torch", device="tpu"), "unknown device"),
+])
+def test_bad_options(kwargs, match):
+    opts = {**TINY, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        benchmark(**opts)
+
+
+def test_read_results_rejects_other_csv(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a bench CSV"):
+        read_results(path)
+    with pytest.raises(ValueError, match="no such bench CSV"):
+        read_results(tmp_path / "missing.csv")
+
+
+def test_markdown_and_png_from_rows(tmp_path):
+    rows = [BenchResult(a, r, "openvino", "int8", "cpu", 1, 2, int(a * a * r * r * 10), 1000, a * r / 100,
+                        a * r / 90, 100 / (a * r), 100) for a in (1.0, 0.5) for r in (224, 128)]
+    paths = write_results(rows, tmp_path / "out", name="x")
+    assert paths["png"].stat().st_size > 1000
+    assert format_markdown(rows).count("\n") == 1 + len(rows)
+    with pytest.raises(ValueError, match="not a directory"):
+        write_results(rows, paths["png"])
+
+
+def test_cli_bench(tmp_path, capsys):
+    rc = main(["bench", "--widths", "0.25", "--resolutions", "64", "--runtime", "torch", "--iters", "2",
+               "--warmup", "0", "--threads", "1", "--out", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "| 0.25 | 64 |" in out
+    assert {p.name for p in tmp_path.iterdir()} == {"bench.csv", "bench.md", "bench.png"}
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["bench", "--widths", "0,1"], "width multiplier α must be a number > 0"),
+    (["bench", "--resolutions", "16"], "resolution must be at least 32"),
+    (["bench", "--runtime", "tensorrt"], "invalid choice: 'tensorrt'"),
+    (["bench", "--threads", "0"], "--threads must be an integer ≥ 1"),
+    (["bench", "--int8", "--bf16"], "--int8 and --bf16 exclude each other"),
+    (["bench", "--runtime", "onnxruntime", "--bf16", "--widths", "0.25", "--resolutions", "64"], "no bf16 CPU path"),
+])
+def test_cli_bench_errors(capsys, argv, match):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and match in err and err.count("\n") == 1
