@@ -24,8 +24,9 @@ from .models import (
     list_models,
     mobilenet_v1,
 )
+from .models.detection import faster_rcnn_mobilenet_v1, ssd_mobilenet_v1
 from .quant import fuse
-from .weights import load_pretrained, save_checkpoint
+from .weights import load_detector, load_pretrained, save_checkpoint
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,9 @@ __all__ = [
     "CostReport",
     "LayerCost",
     "load_pretrained",
+    "load_detector",
+    "ssd_mobilenet_v1",
+    "faster_rcnn_mobilenet_v1",
     "save_checkpoint",
     "Classifier",
     "export",

@@ -31,7 +31,7 @@ def independent_mult_adds(model: nn.Module, resolution: int) -> int:
 
 
 def test_every_row_matches_or_is_an_explained_erratum(rows):
-    assert len(rows) == len(PAPER_ROWS) == 22
+    assert len(rows) == len(PAPER_ROWS) == 25  # Tables 2–9 (22 rows) and Table 13 (3 detectors)
     for r in rows:
         assert r["status"] in ("match", "erratum"), r
         if r["status"] == "erratum":
@@ -163,3 +163,30 @@ def test_property_scales_as_alpha2_rho2(width, resolution):
     # And exactly ρ² when only the resolution changes (multiples of 32 tile without remainder).
     same_width = cost(MobileNetConfig(width_multiplier=width, resolution=224, num_classes=0)).mult_adds
     assert got * 224 ** 2 == same_width * resolution ** 2
+
+
+def test_table13_detector_costs_match_the_paper(rows):
+    """SSD300 1.2 B / 6.8 M, Faster-RCNN 300 25.2 B / 6.1 M, 600 30.5 B / 6.1 M (α = 1)."""
+    t13 = {r["model"]: r for r in rows if r["table"] == 13}
+    assert set(t13) == {"SSD300 MobileNet", "Faster-RCNN 300 MobileNet", "Faster-RCNN 600 MobileNet"}
+    for r in t13.values():
+        assert r["status"] == "match", r
+    assert abs(t13["SSD300 MobileNet"]["ours_mult_adds"] - 1.237) < 0.001
+    assert abs(t13["SSD300 MobileNet"]["ours_params"] - 6.820) < 0.001
+
+
+def test_cost_counts_every_sample_of_a_batched_call():
+    """A detector's box head runs once per proposal: its Mult-Adds scale with the crops."""
+    head = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
+
+    class TwoCrops(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = head
+
+        def cost_forward(self, x):
+            return self.head(x.repeat(2, 1, 1, 1))
+
+    one = mobilenets.cost(head, 10, in_chans=8).mult_adds
+    assert one == 10 * 10 * 16 * 8 * 9
+    assert mobilenets.cost(TwoCrops(), 10, in_chans=8).mult_adds == 2 * one

@@ -103,3 +103,28 @@ def test_list_images(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in list_images([tmp_path])] == ["b.PNG", "1.jpg"] or \
         sorted(p.name for p in list_images([tmp_path])) == ["1.jpg", "b.PNG"]
+
+
+def test_16_bit_png_is_scaled_to_8_bits_not_saturated(tmp_path):
+    """PIL's convert("RGB") of a mode I;16 PNG clips every value above 255 (a white image);
+    load_image and the in-archive decoder scale to 8 bits instead."""
+    from PIL import Image
+
+    from mobilenets.data import to_rgb8
+    from mobilenets.data.tensor import _decode_bytes
+
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0..65520
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as raw:
+        assert raw.mode.startswith("I")  # a real 16-bit file, as PIL opens it
+    got = np.asarray(load_image(path))
+    want = np.round(ramp / 257.0).astype(np.uint8)
+    assert got.shape == (64, 64, 3)
+    assert np.array_equal(got[..., 0], want) and np.array_equal(got[..., 1], want)
+    assert np.array_equal(np.asarray(_decode_bytes(path.read_bytes())), got)
+    # a float image in [0, 1] and an 8-bit one are mapped the same way
+    f = Image.fromarray((ramp / 65535.0).astype(np.float32), mode="F")
+    assert np.abs(np.asarray(to_rgb8(f))[..., 0].astype(int) - want.astype(int)).max() <= 1
+    gray = Image.fromarray(want, mode="L")
+    assert np.array_equal(np.asarray(to_rgb8(gray))[..., 2], want)

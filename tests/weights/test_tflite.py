@@ -20,15 +20,8 @@ pytest.importorskip("tflite", reason="the TFLite reader needs the 'tflite' packa
 from mobilenets.config import MobileNetConfig  # noqa: E402
 from mobilenets.data import load_image, quantize_input, tf_slim_preprocess  # noqa: E402
 from mobilenets.models import MobileNetV1  # noqa: E402
-from mobilenets.weights.tflite import (  # noqa: E402
-    TensorInfo,
-    TFLiteGraph,
-    dequantize,
-    is_tflite,
-    load_tflite,
-    match_mobilenet_v1,
-    read_tflite_graph,
-)
+from mobilenets.weights.tflite import load_tflite, match_mobilenet_v1  # noqa: E402
+from mobilenets.weights.tflite_graph import TensorInfo, TFLiteGraph, dequantize, is_tflite, read_tflite_graph  # noqa: E402
 
 pytestmark = pytest.mark.data
 
@@ -304,14 +297,29 @@ def test_match_rejects_wrong_channel_count(quant_graph: TFLiteGraph) -> None:
 
 
 def test_match_rejects_wrong_activation_padding_and_pool(quant_graph: TFLiteGraph) -> None:
+    # NONE is refused when the output range does not imply ReLU6 (here: a signed [-3, 3] range)
+    out = quant_graph.tensors[quant_graph.ops[7].outputs[0]]
+    signed = _with_tensor(_with_op_options(quant_graph, 7, activation="NONE"), out.index,
+                          scale=(6.0 / 255,), zero_point=(128,))
     with pytest.raises(ValueError, match="fused activation NONE, expected RELU6 or RELU"):
-        match_mobilenet_v1(_with_op_options(quant_graph, 7, activation="NONE"))
+        match_mobilenet_v1(signed)
     with pytest.raises(ValueError, match="VALID padding, expected SAME"):
         match_mobilenet_v1(_with_op_options(quant_graph, 1, padding="VALID"))
     with pytest.raises(ValueError, match="mix fused activations"):
         match_mobilenet_v1(_with_op_options(quant_graph, 9, activation="RELU"))
     with pytest.raises(ValueError, match="expected a global average pool"):
         match_mobilenet_v1(_with_op_options(quant_graph, 27, filter=(3, 3)))
+
+
+def test_activation_none_with_a_0_to_6_output_range_is_relu6(quant_graph: TFLiteGraph) -> None:
+    """Older exports (Google's SSD MobileNet file) fuse no activation and leave ReLU6 implicit in
+    the quantized output range [0, 6]: such a classifier loads as ReLU6."""
+    graph = quant_graph
+    for op in graph.ops[:27]:
+        out = graph.tensors[op.outputs[0]]
+        assert abs(out.scale[0] * (255 - out.zero_point[0]) - 6.0) <= out.scale[0]  # the file's ranges are [0, 6]
+        graph = _with_op_options(graph, op.index, activation="NONE")
+    assert match_mobilenet_v1(graph).config == match_mobilenet_v1(quant_graph).config
 
 
 def test_match_takes_relu_from_the_file(quant_graph: TFLiteGraph) -> None:

@@ -1,7 +1,6 @@
 """Small helpers every layer may use: atomic writes, seeded random streams, argument checks, model labels."""
 
-from .checks import (MIN_RESOLUTION, check_choice, check_int, check_number, check_resolution, check_width,
-                     is_int)
+from .checks import MIN_RESOLUTION, check_choice, check_int, check_number, check_resolution, check_width, is_int
 from .io import atomic_write
 from .labels import model_label, width_label
 from .seeding import mix_seed, seeded_generator

@@ -127,7 +127,9 @@ def layer_type(module: nn.Module) -> str:
 
 
 def _layer_mult_adds(module: nn.Module, output: torch.Tensor) -> int:
-    per_sample = output[0].numel() if output.dim() > 1 else output.numel()
+    # Every sample of the call counts: the input is one image, but a detector's box head runs
+    # once per proposal (a batch of crops).
+    per_sample = output.numel()
     if isinstance(module, nn.modules.conv._ConvNd):
         return per_sample * (module.in_channels // module.groups) * math.prod(module.kernel_size)
     if isinstance(module, nn.Linear):
@@ -162,7 +164,8 @@ def cost(
     """Count Mult-Adds and parameters of ``model`` by one real forward pass.
 
     Args:
-        model: an ``nn.Module`` (any model, not only ours), a :class:`MobileNetConfig`, or a
+        model: an ``nn.Module`` (any model, not only ours; a detector counts what its
+            ``cost_forward`` runs: the body, extra layers and predictors), a :class:`MobileNetConfig`, or a
             registered model name (``"mobilenet_v1_050_160"``). Configs and names are built on
             PyTorch's ``meta`` device, so counting even a large model takes milliseconds.
         resolution: input size (pixels, or ``(height, width)``); defaults to the model's
@@ -184,7 +187,8 @@ def cost(
             model = MobileNetV1(model)
     config = getattr(model, "config", None)
     if resolution is None:
-        resolution = config.resolution if isinstance(config, MobileNetConfig) else 224
+        resolution = getattr(model, "resolution", None) or (config.resolution if isinstance(config, MobileNetConfig)
+                                                             else 224)
     if in_chans is None:
         in_chans = config.in_chans if isinstance(config, MobileNetConfig) else _guess_in_chans(model)
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
@@ -221,8 +225,9 @@ def cost(
             handles.append(module.register_forward_hook(hook))
     try:
         x = torch.zeros(1, in_chans, h, w, device=device, dtype=dtype)
+        run = getattr(model, "cost_forward", None) or model  # detectors: body + predictors, not NMS
         with _eval_mode(model), torch.no_grad():
-            model(x)
+            run(x)
     finally:
         for handle in handles:
             handle.remove()
@@ -231,7 +236,7 @@ def cost(
     meta: dict[str, Any] = {}
     if isinstance(config, MobileNetConfig):
         meta = {"width": config.width_multiplier, "resolution": h if h == w else [h, w],
-                "variant": config.variant, "num_classes": config.num_classes}
+                "variant": config.variant, "num_classes": getattr(model, "num_classes", config.num_classes)}
     return CostReport(input_shape=[1, in_chans, h, w], layers=layers, params=total_params, meta=meta)
 
 

@@ -35,6 +35,17 @@ def _layer(module_fn: Callable[[], nn.Module], channels: int, size: int) -> Cost
     return cost(module, size, in_chans=channels)
 
 
+def _detector(kind: str, size: int) -> tuple[float, float]:
+    """Table 13: billions of Mult-Adds (body, extra layers, predictors; Faster R-CNN's box head on
+    its 300 proposals) and millions of parameters (all of them: the paper counts the detector's)."""
+    from ..models.detection import faster_rcnn_mobilenet_v1, ssd_mobilenet_v1
+
+    with torch.device("meta"):
+        model = ssd_mobilenet_v1(1.0, resolution=size) if kind == "ssd" else faster_rcnn_mobilenet_v1(1.0, min_size=size)
+    report = cost(model, size)
+    return report.mult_adds / 1e9, report.params / 1e6
+
+
 def _millions(report: CostReport) -> tuple[float, float]:
     return report.mult_adds / 1e6, report.paper_params / 1e6
 
@@ -113,6 +124,12 @@ PAPER_ROWS: list[PaperRow] = [
              erratum={"mult_adds": _RHO_NOTE.format(base=149.5, r=160, scaled=149.497 * (160 / 224) ** 2,
                                                     exact=76.525, tfslim=77)},
              corrected={"mult_adds": "77"}),
+    # Table 13: COCO detection (Mult-Adds in billions; the top-1 column holds the paper's COCO mAP).
+    PaperRow(13, "SSD300 MobileNet", "1.2", "6.8", lambda: _detector("ssd", 300), top1=19.3, unit="B"),
+    PaperRow(13, "Faster-RCNN 300 MobileNet", "25.2", "6.1", lambda: _detector("faster_rcnn", 300), top1=16.4,
+             unit="B"),
+    PaperRow(13, "Faster-RCNN 600 MobileNet", "30.5", "6.1", lambda: _detector("faster_rcnn", 600), top1=19.8,
+             unit="B"),
 ]
 
 
@@ -170,8 +187,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             f"{r['ours_params']:>7.3f} {r['params_diff']:>+7.3f}  {top1:>5}  {mark}"
         )
     lines.append("")
-    lines.append("Mult-Adds and params in millions (Table 2: % of the total); params as the paper counts "
-                 "them (conv and FC weights). top-1: the paper's ImageNet figure, for reference.")
+    lines.append("Mult-Adds and params in millions (Table 2: % of the total; Table 13: billions of Mult-Adds); "
+                 "params as the paper counts them (conv and FC weights; Table 13: all of the detector's). top-1: "
+                 "the paper's ImageNet figure (Table 13: COCO mAP), for reference.")
     for i, note in enumerate(footnotes, 1):
         lines.append(f"[{i}] {note}")
     return "\n".join(lines)

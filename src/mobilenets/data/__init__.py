@@ -48,6 +48,7 @@ from .index import (
     scan_split,
 )
 from .labels import (
+    coco_category_names,
     imagenet_lemmas,
     imagenet_names,
     imagenet_wnids,
@@ -65,6 +66,7 @@ from .preprocess import (
     quantize_input,
     resize_bilinear_legacy,
     tf_slim_preprocess,
+    to_rgb8,
 )
 from .samplers import balanced_subset, epoch_permutation
 from .tensor import (
@@ -84,6 +86,6 @@ __all__ = [
     "load_tensor_splits", "choose_loader", "AugmentParams", "augment_params", "crop_flip", "cutout_", "to_input",
     "FolderDataset", "random_resized_crop_box", "EpochSampler", "ShardSampler", "collate_masked", "skipped_message",
     "ARCHIVE_SUFFIXES", "VAL_SPLITS", "IMAGE_EXTENSIONS", "IMAGENET_PREPROCESS", "TF_PREPROCESS", "central_crop",
-    "dequantize_input", "list_images", "load_image", "quantize_input", "resize_bilinear_legacy", "tf_slim_preprocess",
-    "imagenet_lemmas", "imagenet_names", "imagenet_wnids", "labels_for", "wnid_to_index",
+    "dequantize_input", "list_images", "load_image", "quantize_input", "resize_bilinear_legacy", "tf_slim_preprocess", "to_rgb8",
+    "imagenet_lemmas", "coco_category_names", "imagenet_names", "imagenet_wnids", "labels_for", "wnid_to_index",
 ]

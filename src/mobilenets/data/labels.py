@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["imagenet_wnids", "imagenet_names", "imagenet_lemmas", "labels_for", "wnid_to_index"]
+__all__ = ["imagenet_wnids", "imagenet_names", "imagenet_lemmas", "labels_for", "wnid_to_index", "coco_category_names"]
 
 
 @lru_cache(maxsize=1)
@@ -48,3 +48,14 @@ def labels_for(num_classes: int) -> list[str]:
     if num_classes == 1001:
         return ["background"] + imagenet_names()
     return [f"class {i}" for i in range(num_classes)]
+
+
+@lru_cache(maxsize=1)
+def _coco() -> tuple[str, ...]:
+    text = resources.files("mobilenets").joinpath("resources/coco_categories.txt").read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines())
+
+
+def coco_category_names() -> list[str]:
+    """COCO's category names by id: index 0 is "background", ``n/a`` where COCO leaves an id unused (91 entries)."""
+    return list(_coco())

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "to_rgb8",
     "load_image",
     "central_crop",
     "resize_bilinear_legacy",
@@ -43,15 +44,33 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode == "P":
-                img = img.convert("RGBA")
-            return img.convert("RGB")
+            return to_rgb8(img)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not an image PIL can read (JPEG, PNG, BMP, ...)") from None
     except (OSError, SyntaxError) as e:
         raise ValueError(f"{path}: unreadable or truncated image ({e})") from None
+
+
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB. High-bit-depth images are scaled to 8 bits, not clipped:
+    PIL's own ``convert("RGB")`` of a 16-bit PNG (mode ``I;16``) saturates every value above
+    255 and turns the picture white."""
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        a = np.asarray(img).astype(np.float64)
+        if img.mode == "F":
+            top = 1.0 if a.size and np.nanmax(a) <= 1.0 else 255.0
+        elif img.mode.startswith("I;16"):
+            top = 65535.0
+        else:  # 32-bit integer: a 16-bit image (PNG) unless its values say otherwise
+            peak = float(a.max()) if a.size else 0.0
+            top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+        a = np.clip(np.nan_to_num(a) * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(a, mode="L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    return img.convert("RGB")
 
 
 def central_crop(image: np.ndarray, fraction: float = 0.875) -> np.ndarray:

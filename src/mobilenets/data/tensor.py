@@ -18,7 +18,7 @@ from PIL import Image
 from .._utils import atomic_write, seeded_generator
 from .archives import _file_key, _writable_cache
 from .index import FolderIndex, _archive_tree
-from .preprocess import load_image
+from .preprocess import load_image, to_rgb8
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
 VAL_SPLITS = ("val", "validation", "test")
@@ -51,9 +51,7 @@ def _decode_bytes(data: bytes) -> Image.Image:
     """As :func:`~mobilenets.data.preprocess.load_image` does for a file."""
     with Image.open(io.BytesIO(data)) as img:
         img.load()
-        if img.mode == "P":
-            img = img.convert("RGBA")
-        return img.convert("RGB")
+        return to_rgb8(img)
 
 
 def _decode_one(source: Path | bytes | None, size: tuple[int, int] | None) -> np.ndarray | None:

@@ -5,10 +5,13 @@ EMA, DDP and compile work as for a float model."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-__all__ = ['QAT_RANGE_MOMENTUM', 'enable_fake_quant', 'fake_quantize_weight', 'fake_quant_ranges', 'load_fake_quant_ranges']
+__all__ = ["QAT_RANGE_MOMENTUM", "enable_fake_quant", "fake_quantize_weight", "fake_quant_ranges", "load_fake_quant_ranges",
+           "fake_quantize_activations"]
 
 
 QAT_RANGE_MOMENTUM = 0.01  # EMA of each activation's batch maximum
@@ -104,3 +107,21 @@ def load_fake_quant_ranges(model: nn.Module, ranges: dict[str, torch.Tensor]) ->
     for name, value in ranges.items():
         if name in modules and isinstance(modules[name], _FakeQuantAct):
             modules[name].qat_max.copy_(value)
+
+
+
+def fake_quantize_activations(model: nn.Module, ranges: dict[str, tuple[float, int]]) -> list[Any]:
+    """Round the outputs of the named modules to uint8 grids ``(scale, zero_point)``, as a quantized
+    file computes them (e.g. ``pretrained_info["activation_ranges"]`` of Google's TFLite SSD), so a
+    float port can be compared with the integer original. Returns the hook handles (``.remove()``)."""
+    modules = dict(model.named_modules())
+    missing = sorted(set(ranges) - set(modules))
+    if missing:
+        raise ValueError(f"no module named {missing[0]} in the model (of {len(missing)} ranges given)")
+
+    def hook_for(scale: float, zero: int) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> torch.Tensor:
+            return (torch.clamp(torch.round(out / scale) + zero, 0, 255) - zero) * scale
+        return hook
+
+    return [modules[name].register_forward_hook(hook_for(s, z)) for name, (s, z) in ranges.items()]
