@@ -180,3 +180,17 @@ def test_cifar_stem_keeps_weights_and_ends_at_4x4():
     assert m.forward_features(torch.randn(1, 3, 32, 32)).shape[-1] == 4
     assert max(i["stride"] for i in m.feature_info) == 8
     assert mobilenets.cost(m, 32).mult_adds > 10 * mobilenets.cost(plain, 32).mult_adds
+
+
+def test_bad_input_is_a_one_line_value_error_in_user_terms():
+    m = mobilenets.mobilenet_v1(0.25, 10)
+    with pytest.raises(ValueError, match="takes 3-channel images, got 1 channels"):
+        m(torch.zeros(1, 1, 64, 64))
+    with pytest.raises(ValueError, match=r"takes a batch of images \(N, 3, H, W\), got a 3-D tensor"):
+        m(torch.zeros(3, 64, 64))
+    m.train()  # BatchNorm on a 1×1 map with one image: say so instead of PyTorch's internal error
+    with pytest.raises(ValueError, match="a batch of 1 image of 32×32 px ends in a 1×1 map"):
+        m(torch.zeros(1, 3, 32, 32))
+    assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 10) and m(torch.zeros(1, 3, 33, 33)).shape == (1, 10)
+    with pytest.raises(ValueError, match="give the weights as a file path"):
+        mobilenets.load_pretrained(None)

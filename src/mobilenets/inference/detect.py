@@ -16,7 +16,7 @@ from PIL import Image
 from ..data import load_image
 from ..data.labels import coco_category_names
 
-__all__ = ["Detection", "Detector", "resize_for_detector"]
+__all__ = ["Detection", "Detector", "resize_for_detector", "evaluate_detector"]
 
 
 def resize_for_detector(image: Image.Image, resolution: int) -> np.ndarray:
@@ -49,7 +49,7 @@ class Detector:
     def run_arrays(self, arrays: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """Detections for ``(R, R, 3)`` uint8 inputs, in input pixels."""
         device = next(self.model.parameters()).device
-        batch = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float().div(255).to(device) for a in arrays]
+        batch = [torch.from_numpy(np.array(a, copy=True)).permute(2, 0, 1).float().div(255).to(device) for a in arrays]
         return [{k: v.cpu() for k, v in d.items()} for d in self.model(batch)]
 
     def detect_image(self, image: Image.Image) -> dict[str, torch.Tensor]:
@@ -74,3 +74,25 @@ class Detector:
                     for b, s, c in zip(d["boxes"][keep], d["scores"][keep], d["labels"][keep])]
             rows.sort(key=lambda r: -r["score"])
             yield Detection(str(Path(path)), rows)
+
+
+def evaluate_detector(model: torch.nn.Module, data: str | os.PathLike, *, split: str = "val",
+                      subset: int | None = None, progress: bool = True, backend: str = "faster") -> dict[str, Any]:
+    """COCO box metrics of a detector on a COCO-JSON or YOLO folder/archive (YOLO's 80 class ids
+    mapped to COCO's category ids): ``{"map", "map50", "map75", "map_small", "map_medium",
+    "map_large", "images"}``, fractions in [0, 1]."""
+    from tqdm import tqdm
+
+    from ..data.detection import open_detection_data
+    from ..tasks.coco_eval import coco_map
+
+    index = open_detection_data(data, split)
+    if subset:
+        index = index.subset(subset)
+    detector = Detector(model)
+    predictions = []
+    for sample in tqdm(index.samples, desc=f"evaluate {index.split}", unit="img", disable=not progress,
+                       dynamic_ncols=True):
+        d = detector.detect_image(load_image(sample.path))
+        predictions.append(d)
+    return coco_map(predictions, index.samples, backend=backend)

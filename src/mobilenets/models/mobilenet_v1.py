@@ -185,7 +185,30 @@ class MobileNetV1(nn.Module):
                 out.append(x)
         return out
 
+    def check_input(self, x: torch.Tensor) -> None:
+        """A one-line ``ValueError`` for input this network cannot take (checked on shapes only;
+        skipped while tracing, where the trace records the shapes anyway)."""
+        if torch.jit.is_tracing():
+            return
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            got = f"a {x.dim()}-D tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"MobileNetV1 takes a batch of images (N, {self.config.in_chans}, H, W), got {got}")
+        if x.shape[1] != self.config.in_chans:
+            raise ValueError(f"the model takes {self.config.in_chans}-channel images, got {x.shape[1]} channels "
+                             f"(shape {tuple(x.shape)}); convert grayscale to RGB, or build it with in_chans="
+                             f"{x.shape[1]}")
+        if self.training and x.shape[0] == 1:
+            h, w = int(x.shape[2]), int(x.shape[3])
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d) and m.stride[0] > 1:
+                    h, w = (h + 1) // 2, (w + 1) // 2
+            if h * w == 1:
+                raise ValueError(f"in training mode BatchNorm needs more than one value per channel, but a batch of "
+                                 f"1 image of {x.shape[2]}×{x.shape[3]} px ends in a 1×1 map; train on batches of 2 "
+                                 "or more (or larger images)")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        self.check_input(x)
         if self.features_only:
             return self.feature_maps(x)
         return self.forward_head(self.forward_features(x))

@@ -13,7 +13,7 @@ from torch import nn
 from .._utils import atomic_write
 from ..models.detection import faster_rcnn_mobilenet_v1, ssd_mobilenet_v1
 
-__all__ = ["load_detector", "save_detector", "DETECTOR_FORMAT"]
+__all__ = ["load_detector", "save_detector", "is_detector_file", "DETECTOR_FORMAT"]
 
 DETECTOR_FORMAT = "mobilenets-detector"
 _BUILDERS = {"ssd": ssd_mobilenet_v1, "faster_rcnn": faster_rcnn_mobilenet_v1}
@@ -26,6 +26,31 @@ def save_detector(path: str | os.PathLike, model: nn.Module, *, arch: str, build
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"format": DETECTOR_FORMAT, "arch": arch, "build": build, "model": state, **extra}
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def is_detector_file(path: str | os.PathLike) -> bool:
+    """Whether a file (or run directory) holds a detector: a TFLite graph ending in SSD
+    post-processing, or our detector checkpoint. Cheap: reads the graph or the pickle's header."""
+    path = Path(path)
+    if path.is_dir():
+        path = next((path / c for c in ("best.pt", "checkpoint.pt") if (path / c).is_file()), path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":
+        from .tflite_graph import read_tflite_graph
+        from .tflite_ssd import is_tflite_ssd
+
+        try:
+            return is_tflite_ssd(read_tflite_graph(path))
+        except ValueError:
+            return False
+    try:
+        payload = torch.load(path, map_location="meta", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a torch file: not our detector
+        return False
+    return isinstance(payload, dict) and payload.get("format") == DETECTOR_FORMAT
 
 
 def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:

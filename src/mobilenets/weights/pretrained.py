@@ -209,6 +209,8 @@ def _read_safetensors(path: Path) -> tuple[MobileNetConfig, dict[str, torch.Tens
 
 def read_weights(path: str | os.PathLike) -> tuple[MobileNetConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Read a weights file of any supported format: ``(config, state_dict, info)``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"give the weights as a file path (str or pathlib.Path), got {type(path).__name__}")
     path = Path(path)
     if path.is_dir():
         for candidate in ("best.pt", "checkpoint.pt"):
