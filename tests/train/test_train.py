@@ -20,6 +20,7 @@ from mobilenets.config import MobileNetConfig
 from mobilenets.inference import evaluate_dataset
 from mobilenets.models import MobileNetV1
 from mobilenets.quant import recalibrate_batchnorm
+from mobilenets.tasks import ClassificationTask
 from mobilenets.weights import load_pretrained, save_checkpoint
 
 
@@ -55,12 +56,12 @@ def tiny(tmp_path_factory, cache_env):
 
 # One thread: on a busy shared machine PyTorch's OpenMP threads spin and a 2-thread run can be 5-10x
 # slower than a 1-thread one; results are deterministic for a fixed thread count.
-def quick(data, out, **kw):
+def quick(data, out, task=None, **kw):
     """A few-second CPU run: α = 0.25 at 32 px, small batches, no progress bar or TensorBoard."""
     opts = dict(data=data, out=out, width=0.25, epochs=2, batch_size=12, device="cpu", progress=False,
                 tensorboard=False, verbose=False, threads=1)
     opts.update(kw)
-    return T.train(T.TrainConfig(**opts))
+    return T.train(T.TrainConfig(**opts), task=task)
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -182,32 +183,29 @@ def test_unreadable_training_image_is_skipped_and_counted(tmp_path, cache_env, c
 
 # ----------------------------------------------------------------------------- resumption, signals, divergence
 
-class _SignalAt(torch.nn.Module):
-    """A criterion that sends this process SIGTERM at its n-th call (a preemption mid-epoch)."""
+class _SignalAt(ClassificationTask):
+    """Classification whose loss sends this process SIGTERM at its n-th call (a preemption mid-epoch)."""
 
-    def __init__(self, inner, at):
+    def __init__(self, at):
         super().__init__()
-        self.inner, self.at, self.calls = inner, at, 0
+        self.at, self.calls = at, 0
 
-    def forward(self, logits, y):
+    def criterion(self, logits, y):
         self.calls += 1
         if self.calls == self.at:
             os.kill(os.getpid(), signal.SIGTERM)
-        return self.inner(logits, y)
+        return super().criterion(logits, y)
 
 
 @pytest.mark.parametrize("loader,ema", [("tensor", 0.0), ("folder", 0.9)])
-def test_sigterm_mid_epoch_then_resume_is_exact(tiny, tmp_path, monkeypatch, loader, ema):
+def test_sigterm_mid_epoch_then_resume_is_exact(tiny, tmp_path, loader, ema):
     common = dict(loader=loader, ema=ema, workers=0, epochs=3)
     quick(tiny, tmp_path / "ref", **common)
-    real = T._make_criterion
-    monkeypatch.setattr(T, "_make_criterion", lambda ls: _SignalAt(real(ls), at=5))  # step 2 of epoch 2
-    stopped = quick(tiny, tmp_path / "cut", **common)
+    stopped = quick(tiny, tmp_path / "cut", task=_SignalAt(at=5), **common)  # step 2 of epoch 2
     assert stopped["status"] == "interrupted" and stopped["signal"] == "SIGTERM"
     ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert (ck["epoch"], ck["step_in_epoch"], ck["status"]) == (1, 2, "interrupted")
     assert not (tmp_path / "cut" / "summary.json").exists()
-    monkeypatch.setattr(T, "_make_criterion", real)
     resumed = quick(tiny, tmp_path / "cut", resume=True, **common)
     assert resumed["status"] == "finished"
     assert strip_times(read_metrics(tmp_path / "cut")) == strip_times(read_metrics(tmp_path / "ref"))
@@ -217,17 +215,14 @@ def test_sigterm_mid_epoch_then_resume_is_exact(tiny, tmp_path, monkeypatch, loa
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
-def test_qat_run_resumes_exactly_and_its_int8_export_keeps_the_simulated_accuracy(tiny, tmp_path, monkeypatch):
+def test_qat_run_resumes_exactly_and_its_int8_export_keeps_the_simulated_accuracy(tiny, tmp_path):
     """--qat: fake-quantized training that checkpoints, resumes bit-for-bit (ranges included, with
     EMA), saves plain float weights, and whose int8 ONNX export predicts what training simulated."""
     from mobilenets.quant import enable_fake_quant, load_fake_quant_ranges
 
     common = dict(qat=True, ema=0.9, epochs=3)
     quick(tiny, tmp_path / "ref", **common)
-    real = T._make_criterion
-    monkeypatch.setattr(T, "_make_criterion", lambda ls: _SignalAt(real(ls), at=5))
-    assert quick(tiny, tmp_path / "cut", **common)["status"] == "interrupted"
-    monkeypatch.setattr(T, "_make_criterion", real)
+    assert quick(tiny, tmp_path / "cut", task=_SignalAt(at=5), **common)["status"] == "interrupted"
     quick(tiny, tmp_path / "cut", resume=True, **common)
     assert strip_times(read_metrics(tmp_path / "cut")) == strip_times(read_metrics(tmp_path / "ref"))
     ck = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
@@ -268,28 +263,86 @@ def test_resume_refuses_changed_options(tiny, tmp_path):
         quick(tiny, tmp_path / "r", epochs=2, resume=True, lr=0.5)
 
 
-class _NanAt(torch.nn.Module):
-    def __init__(self, inner, at):
-        super().__init__()
-        self.inner, self.at, self.calls = inner, at, 0
+@pytest.mark.parametrize("change,fragment", [
+    ({"data": "other"}, "--resume: data differs"),
+    ({"subset": 30}, "--resume: subset differs"),
+    ({"val_subset": 9}, "--resume: val_subset differs"),
+    ({"seed": 1}, "--resume: seed differs"),
+    ({"width": 0.5}, "--resume: model differs"),
+])
+def test_resume_refuses_other_data_subsets_seed_or_model(tiny, tmp_path, change, fragment):
+    quick(tiny, tmp_path / "r", epochs=1)
+    ck = tmp_path / "r" / "checkpoint.pt"
+    state = torch.load(ck, weights_only=True)
+    state["status"] = "running"  # pretend it was cut short
+    torch.save(state, ck)
+    if change.get("data") == "other":
+        change = {"data": make_folder(tmp_path / "other", seed=1)}  # the same classes, other images
+    with pytest.raises(ValueError, match=fragment) as e:
+        quick(change.get("data", tiny), tmp_path / "r", epochs=1, resume=True,
+              **{k: v for k, v in change.items() if k != "data"})
+    message = str(e.value)
+    assert len(message.splitlines()) == 1 and " there, " in message and " now)" in message
+    if "data" in change:
+        assert f"{str(tiny)!r} there, {str(change['data'])!r} now" in message
 
-    def forward(self, logits, y):
+
+def test_resume_of_a_finished_run_refuses_a_changed_width_or_data(tiny, tmp_path):
+    quick(tiny, tmp_path / "f", epochs=1)
+    assert quick(tiny, tmp_path / "f", epochs=1, resume=True)["status"] == "finished"  # same options: nothing to do
+    with pytest.raises(ValueError, match=r"--resume: width differs .*\(0.25 there, 0.5 now\)"):
+        quick(tiny, tmp_path / "f", epochs=1, resume=True, width=0.5)
+    with pytest.raises(ValueError, match="--resume: data differs"):
+        quick(make_folder(tmp_path / "other", seed=1), tmp_path / "f", epochs=1, resume=True)
+
+
+def test_run_settings_are_the_one_list_of_settings(tiny, tmp_path):
+    import dataclasses
+
+    from mobilenets.train.settings import IDENTITY, RUN_OPTIONS, RunSettings
+
+    summary = quick(tiny, tmp_path / "s", epochs=1)
+    stored = summary["settings"]
+    settings = RunSettings.from_dict(stored)
+    assert settings.to_dict() == stored and settings["lr"] == settings.lr
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.lr = 1.0
+    assert {"model", "data", "seed", "subset", "val_subset", "qat", "task"} <= set(IDENTITY)
+    assert not {"accum_steps", "world_size", "workers", "device"} & set(IDENTITY)
+    # every option either resolves into a setting or only says where/how to run
+    sources = {o for f in dataclasses.fields(RunSettings) for o in f.metadata["options"]}
+    options = {f.name for f in dataclasses.fields(T.TrainConfig)}
+    assert options - sources - set(RUN_OPTIONS) == {"loader"}  # resolves to ``mode`` ("auto": either)
+    assert sources <= options
+    # a checkpoint from before a setting existed reads as its legacy value
+    old = {k: v for k, v in stored.items() if k != "task"}
+    assert RunSettings.from_dict(old).task == "classification"
+
+
+class _NanAt(ClassificationTask):
+    """Classification whose loss turns NaN from its n-th call on."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def criterion(self, logits, y):
         self.calls += 1
-        out = self.inner(logits, y)
+        out = super().criterion(logits, y)
         return out * float("nan") if self.calls >= self.at else out
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
-    real = T._make_criterion
-    monkeypatch.setattr(T, "_make_criterion", lambda ls: _NanAt(real(ls), at=5))  # in epoch 2
     with pytest.raises(T.TrainingDiverged, match=r"NaN or infinite in epoch 2.*holds the last good state \(epoch 1\)"):
-        quick(tiny, tmp_path / "nan", epochs=3)
+        quick(tiny, tmp_path / "nan", task=_NanAt(at=5), epochs=3)  # in epoch 2
     model = load_pretrained(tmp_path / "nan" / "checkpoint.pt")
     assert model.pretrained_info["epoch"] == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert len(read_metrics(tmp_path / "nan")) == 1
     # and through the CLI: exit status 1, one line
-    monkeypatch.setattr(T, "_make_criterion", lambda ls: _NanAt(real(ls), at=1))
+    # the CLI builds the default task: make every ClassificationTask's loss NaN
+    real = ClassificationTask.criterion
+    monkeypatch.setattr(ClassificationTask, "criterion", lambda self, logits, y: real(self, logits, y) * float("nan"))
     code = cli_main(["train", "--data", str(tiny), "--out", str(tmp_path / "nan2"), "--width", "0.25", "--epochs",
                      "1", "--batch-size", "12", "--device", "cpu", "--no-progress", "--quiet", "--threads", "1"])
     assert code == 1
@@ -349,7 +402,7 @@ def test_fine_tune_the_official_tflite_model_on_cifar10(tmp_path):
 # ----------------------------------------------------------------------------- subprocesses: SIGKILL, SIGTERM
 
 def _cmd(data, out, *extra):
-    return [sys.executable, "-m", "mobilenets.cli_train", "train", "--data", str(data), "--out", str(out),
+    return [sys.executable, "-m", "mobilenets", "train", "--data", str(data), "--out", str(out),
             "--width", "0.25", "--epochs", "3", "--batch-size", "25", "--device", "cpu", "--no-progress",
             "--no-tensorboard", "--seed", "7", "--threads", "1", *extra]
 
@@ -390,7 +443,7 @@ def test_sigkill_in_epoch_2_then_resume_equals_uninterrupted(medium, reference_r
     ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ck["epoch"] == 1 and ck["step_in_epoch"] == 0  # killed inside epoch 2
     assert len(read_metrics(run)) == 1
-    done = subprocess.run([sys.executable, "-m", "mobilenets.cli_train", "train", "--out", str(run), "--resume",
+    done = subprocess.run([sys.executable, "-m", "mobilenets", "train", "--out", str(run), "--resume",
                            "--no-progress"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr and "epoch 2" in done.stderr
@@ -412,7 +465,7 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes_exactly(medium, reference_
     ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ck["status"] == "interrupted" and (ck["epoch"], ck["step_in_epoch"] > 0) in ((1, True), (2, False))
     load_pretrained(run / "checkpoint.pt")  # a mid-epoch checkpoint is a valid weights file too
-    done = subprocess.run([sys.executable, "-m", "mobilenets.cli_train", "train", "--out", str(run), "--resume",
+    done = subprocess.run([sys.executable, "-m", "mobilenets", "train", "--out", str(run), "--resume",
                            "--no-progress"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert strip_times(read_metrics(run)) == strip_times(read_metrics(reference_run))
@@ -426,12 +479,12 @@ def test_two_process_ddp_matches_one_process(tmp_path, cache_env):
     common = ["--width", "0.25", "--epochs", "2", "--batch-size", "40", "--device", "cpu", "--no-progress",
               "--no-tensorboard", "--seed", "3", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "mobilenets.cli_train", "train", "--data", str(data), "--out",
+    one = subprocess.run([sys.executable, "-m", "mobilenets", "train", "--data", str(data), "--out",
                           str(tmp_path / "one"), "--accum-steps", "2", *common],
                          capture_output=True, text=True, timeout=600, env=env)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "mobilenets.cli_train", "train", "--data", str(data), "--out", str(tmp_path / "two"),
+                          "-m", "mobilenets", "train", "--data", str(data), "--out", str(tmp_path / "two"),
                           *common], capture_output=True, text=True, timeout=600, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     s1, s2 = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("one", "two"))

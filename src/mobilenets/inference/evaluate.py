@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +25,10 @@ from ..data import (
     wnid_to_index,
 )
 from ..models import MobileNetV1
+from ..tasks import topk_correct
 from .classifier import Classifier
 
-__all__ = ['imagenet_target', 'evaluate_imagenet_folder', 'evaluate_dataset']
+__all__ = ['evaluate_dataset', 'evaluate_imagenet_folder', 'imagenet_target']
 
 
 _WNID = re.compile(r"^(n\d{8})")
@@ -126,7 +128,6 @@ def evaluate_dataset(model: MobileNetV1, data_path: str | os.PathLike, *, split:
                                              collate_fn=collate_masked)
         batches = ((x, y, valid) for x, y, valid, _ in loader)
         skipped, total = 0, len(ds)
-    k = min(5, model.num_classes)
     top1 = top5 = seen = 0
     loss_sum = 0.0
     bar = tqdm(total=total, desc=f"evaluate {index.split}", unit="img", disable=not progress, dynamic_ncols=True)
@@ -138,9 +139,9 @@ def evaluate_dataset(model: MobileNetV1, data_path: str | os.PathLike, *, split:
             keep = valid.to(device)
             skipped += int((~valid).sum())
             logits, y = logits[keep], y[keep]
-        top = logits.topk(k, dim=1).indices
-        top1 += int((top[:, 0] == y).sum())
-        top5 += int((top == y[:, None]).any(dim=1).sum())
+        hit1, hit5 = topk_correct(logits, y, (1, 5)).tolist()
+        top1 += int(hit1)
+        top5 += int(hit5)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         seen += int(y.shape[0])
         bar.update(int(x.shape[0]))

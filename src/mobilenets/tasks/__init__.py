@@ -1,1 +1,11 @@
-"""Tasks the training engine runs: each turns a batch into a loss and outputs, and owns its metrics."""
+"""Tasks the training engine runs: each turns a batch into a loss and outputs, and owns its metrics.
+
+A :class:`Task` is given to :func:`mobilenets.train.train` (``train(config, task=...)``); the
+default is :class:`ClassificationTask`. :func:`topk_correct` is the library's one top-k count.
+"""
+
+from .base import Task, masked_mean
+from .classification import ClassificationTask
+from .metrics import Sums, topk_correct
+
+__all__ = ["ClassificationTask", "Sums", "Task", "masked_mean", "topk_correct"]

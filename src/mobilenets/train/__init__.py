@@ -4,6 +4,8 @@ From Python::
 
     from mobilenets.train import TrainConfig, train
     summary = train(TrainConfig(data="../shared/data/cifar10-jpeg.tar.gz", out="runs/c10", width=0.5, epochs=30))
+
+Another task (:class:`mobilenets.tasks.Task`) runs through the same engine: ``train(config, task=MyTask())``.
 """
 
 from .experiment import TABLES, ExperimentRun, run_experiment, write_reports
@@ -21,6 +23,7 @@ from .recipes import (
 )
 from .trainer import (
                       TIME_KEYS,
+                      RunSettings,
                       TrainConfig,
                       TrainingDiverged,
                       build_model,
@@ -29,6 +32,27 @@ from .trainer import (
                       train,
 )
 
-__all__ = ["TrainConfig", "train", "fit", "TrainingDiverged", "build_model", "load_trained", "TIME_KEYS",
-           "Recipe", "RECIPES", "OPTIMIZER_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "ModelEma", "lr_factor",
-           "make_optimizer", "param_groups", "TABLES", "ExperimentRun", "run_experiment", "write_reports"]
+__all__ = [
+                      "AMP_MODES",
+                      "OPTIMIZERS",
+                      "OPTIMIZER_DEFAULTS",
+                      "RECIPES",
+                      "SCHEDULES",
+                      "TABLES",
+                      "TIME_KEYS",
+                      "ExperimentRun",
+                      "ModelEma",
+                      "Recipe",
+                      "RunSettings",
+                      "TrainConfig",
+                      "TrainingDiverged",
+                      "build_model",
+                      "fit",
+                      "load_trained",
+                      "lr_factor",
+                      "make_optimizer",
+                      "param_groups",
+                      "run_experiment",
+                      "train",
+                      "write_reports",
+]
