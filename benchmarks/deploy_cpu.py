@@ -41,7 +41,7 @@ from _timing import interleaved_medians, machine, median_ms, p90_ms
 
 import mobilenets
 from mobilenets.deploy import Runner, export, load_calibration, open_runtime
-from mobilenets.deploy.export import _quiet
+from mobilenets.deploy.support import quiet
 from mobilenets.quant import fuse
 
 DATA = Path(os.environ.get("MOBILENETS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -98,7 +98,7 @@ def _fed(runner: Runner, x: np.ndarray) -> Callable[[], Any]:
 
 
 def _plain_onnx(model: torch.nn.Module, x: torch.Tensor, path: str) -> str:
-    with _quiet():
+    with quiet():
         torch.onnx.export(model, (x,), path, dynamo=True, external_data=False)  # "exported plainly"
     return path
 
@@ -219,7 +219,7 @@ def part_b(threads: int, rounds: int, tmp: str) -> dict[str, float]:
             v = next(self.it, None)
             return None if v is None else {input_name: v}
 
-    with _quiet():
+    with quiet():
         quantize_static(peer_onnx, peer_q, Reader(), quant_format=QuantFormat.QDQ, per_channel=True)  # tool defaults
         peer_nncf = os.path.join(tmp, "peer_050_160_nncf.xml")
         ov.save_model(nncf.quantize(ov.convert_model(peer_onnx), nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])),
@@ -232,7 +232,7 @@ def part_b(threads: int, rounds: int, tmp: str) -> dict[str, float]:
                          calibration_images=len(calib))
     ours_fp32_xml = export(model, "openvino", os.path.join(tmp, "ours_050_160.xml")).path
 
-    scale, zero = model.pretrained_info["input_quantization"]
+    scale, zero = model.pretrained_cfg.input_quantization
     lite_raw, lite_logits = _litert_runner(GOOGLE_050_160, threads, scale, zero)
     q1 = np.ascontiguousarray(np.round(x_all[:1] / scale + zero).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
     x1 = np.ascontiguousarray(x_all[:1])
@@ -303,12 +303,12 @@ def part_c(checkpoint: str, data: str, n_calib: int, tmp: str) -> None:
     from mobilenets.train import load_trained
 
     model = load_trained(checkpoint)
-    info = model.pretrained_info
-    size = int(info.get("input_size") or model.resolution)
-    spec = info.get("preprocess") or mobilenets.data.IMAGENET_PREPROCESS
+    info = model.pretrained_cfg
+    size = int(info.input_size or model.resolution)
+    spec = info.preprocess or mobilenets.data.IMAGENET_PREPROCESS
     fp32 = evaluate_dataset(model, data, split="val", progress=False)
     root = resolve_data(data)
-    index = scan_split(find_split(root, "train"), info["class_names"])
+    index = scan_split(find_split(root, "train"), info.class_names)
     index = index.subset(balanced_subset(index.labels, n_calib, 0))
     images = load_tensor_split(index).images
     mean = torch.tensor(spec["mean"]).view(1, 3, 1, 1)
@@ -326,7 +326,7 @@ def part_c(checkpoint: str, data: str, n_calib: int, tmp: str) -> None:
             def __init__(self) -> None:
                 super().__init__()
                 self.dummy = torch.nn.Parameter(torch.zeros(1))
-                self.pretrained_info = dict(info)
+                self.pretrained_cfg = info
                 self.resolution, self.num_classes = size, model.num_classes
                 self.config = model.config
 

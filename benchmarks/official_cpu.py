@@ -39,7 +39,7 @@ def main() -> int:
     model = mobilenets.load_pretrained(args.weights)
     clf = mobilenets.Classifier(model)
     x = clf.preprocess(DATA / "tflite" / "cat.bmp")[None]
-    scale, zp = model.pretrained_info["input_quantization"]
+    scale, zp = model.pretrained_cfg.input_quantization
     q = np.ascontiguousarray(quantize_input(x, scale, zp).permute(0, 2, 3, 1).numpy())
 
     interp = Interpreter(model_path=args.weights, num_threads=args.threads)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 
 import pytest
 
+import mobilenets.deploy.cpu as cpu_mod
 from mobilenets.cli import main
 from mobilenets.config import MobileNetConfig
 from mobilenets.deploy import (
     BenchResult,
+    CpuFeatures,
     benchmark,
     default_runtime,
     format_markdown,
@@ -23,7 +26,11 @@ from mobilenets.deploy import (
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnxscript") is not None
 HAS_OV = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnxscript") is not None
 HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
-TINY = dict(widths=[0.25], resolutions=[64], warmup=1, iters=3, threads=1, progress=False)
+AVX2_ONLY = CpuFeatures("AuthenticAMD", "AMD EPYC", 2, avx2=True, avx512=False, avx512_vnni=False, avx_vnni=False,
+                        avx512_bf16=False, amx=False)
+WITH_BF16 = dataclasses.replace(AVX2_ONLY, vendor="GenuineIntel", brand="Intel Xeon (AMX)", avx512=True,
+                                avx512_vnni=True, avx512_bf16=True, amx=True)
+TINY = {"widths": [0.25], "resolutions": [64], "warmup": 1, "iters": 3, "threads": 1, "progress": False}
 
 
 def test_time_calls_counts_and_warms_up():
@@ -56,9 +63,55 @@ def test_torch_bench_writes_csv_md_png(tmp_path):
     pytest.param("litert", "fp32", marks=pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert missing")),
     pytest.param("litert", "int8", marks=pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert missing")),
 ])
-def test_exported_runtimes(runtime, precision):
+def test_exported_runtimes(runtime, precision, monkeypatch):
+    if precision == "bf16":  # timed as bf16 only on a CPU that has it: pretend this one does
+        monkeypatch.setattr(cpu_mod, "cpu_features", lambda: WITH_BF16)
     (r,) = benchmark(**TINY, runtime=runtime, precision=precision)
     assert r.runtime == runtime and r.precision == precision and r.median_ms > 0 and r.threads == 1
+
+
+@pytest.mark.parametrize("runtime", ["torch", pytest.param("openvino", marks=pytest.mark.skipif(
+    not HAS_OV, reason="openvino missing"))])
+def test_bf16_without_hardware_support_is_refused(monkeypatch, runtime):
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY)
+    with pytest.raises(ValueError, match=r"bf16 is not accelerated on this CPU \(AMD EPYC: no AVX512_BF16 or AMX\)") as e:
+        benchmark(**TINY, runtime=runtime, precision="bf16")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="bf16 is not accelerated"):
+        make_runner(MobileNetConfig(width_multiplier=0.25, resolution=64), runtime, precision="bf16")
+    (r,) = benchmark(**TINY, runtime=runtime, precision="fp32")  # fp32 and int8 are still timed
+    assert r.precision == "fp32" and r.avx512_bf16 is False and r.cpu == "AMD EPYC"
+
+
+def test_bf16_with_hardware_support_is_timed_and_recorded(monkeypatch, capsys):
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: WITH_BF16)
+    (r,) = benchmark(**{**TINY, "progress": True}, runtime="torch", precision="bf16")
+    assert r.precision == "bf16" and r.avx512_bf16 is True and r.amx is True
+    assert r.machine == WITH_BF16.signature()
+    err = capsys.readouterr().err
+    assert WITH_BF16.summary() in err  # the features, printed before timing
+
+
+def test_csv_records_the_cpu(tmp_path):
+    features = cpu_mod.cpu_features()
+    benchmark(**TINY, runtime="torch", out=tmp_path)
+    with open(tmp_path / "bench.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    for col in ("cpu_vendor", "cpu", "cpu_cores", "avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx",
+                "machine"):
+        assert col in row
+    assert row["cpu"] == features.brand and row["avx2"] == str(features.avx2) and row["machine"] == features.signature()
+    (back,) = read_results(tmp_path / "bench.csv")
+    assert back.avx2 is features.avx2 and back.amx is features.amx and back.cpu_cores == features.cores
+
+
+def test_read_results_of_a_csv_without_cpu_columns(tmp_path):
+    old = ("width,resolution,runtime,precision,device,batch,threads,mult_adds,params,median_ms,p90_ms,throughput,"
+           "iters\n0.25,128,openvino,fp32,cpu,1,2,14000000,470000,0.2,0.25,5000.0,50\n")
+    (tmp_path / "old.csv").write_text(old)
+    (r,) = read_results(tmp_path / "old.csv")
+    assert r.width == 0.25 and r.median_ms == 0.2 and r.iters == 50
+    assert r.cpu == "" and r.machine == "" and r.cpu_cores == 0 and r.avx2 is None and r.amx is None  # unknown
 
 
 def test_make_runner_returns_logits():
@@ -76,14 +129,14 @@ def test_default_runtime_is_installed():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(runtime="tensorrt"), "unknown runtime 'tensorrt'"),
-    (dict(runtime="torch", precision="fp8"), "unknown precision"),
-    (dict(runtime="onnxruntime", precision="bf16"), "no bf16 CPU path"),
-    (dict(runtime="torch", batch=0), "batch must be an integer"),
-    (dict(runtime="torch", threads=0), "threads must be an integer"),
-    (dict(runtime="torch", iters=0), "iters"),
-    (dict(runtime="torch", widths=[]), "nothing to benchmark"),
-    (dict(runtime="torch", device="tpu"), "unknown device"),
+    ({"runtime": "tensorrt"}, "unknown runtime 'tensorrt'"),
+    ({"runtime": "torch", "precision": "fp8"}, "unknown precision"),
+    ({"runtime": "onnxruntime", "precision": "bf16"}, "no bf16 CPU path"),
+    ({"runtime": "torch", "batch": 0}, "batch must be an integer"),
+    ({"runtime": "torch", "threads": 0}, "threads must be an integer"),
+    ({"runtime": "torch", "iters": 0}, "iters"),
+    ({"runtime": "torch", "widths": []}, "nothing to benchmark"),
+    ({"runtime": "torch", "device": "tpu"}, "unknown device"),
 ])
 def test_bad_options(kwargs, match):
     opts = {**TINY, **kwargs}

@@ -17,7 +17,8 @@ from mobilenets.cli import main
 from mobilenets.deploy import ExportReport, export, open_runtime
 from mobilenets.quant import fold_conv_bn, fuse, is_fused
 
-import mobilenets.deploy.export as export_mod  # noqa: E402  (the module; ``mobilenets.export`` is the function)
+# The module, where export() looks verify_export up (``mobilenets.deploy.export`` is the function)
+export_mod = importlib.import_module("mobilenets.deploy.export")
 HAS = {name: importlib.util.find_spec(mod) is not None for name, mod in
        (("onnx", "onnxruntime"), ("openvino", "openvino"), ("nncf", "nncf"), ("torchao", "torchao"),
         ("litert", "ai_edge_litert"), ("onnxscript", "onnxscript"))}
@@ -268,15 +269,15 @@ def test_verify_rejects_wrong_outputs(tmp_path):
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(format="keras"), "unknown export format 'keras'"),
-    (dict(batch=0), "batch must be an integer ≥ 1 or 'dynamic'"),
-    (dict(batch="auto"), "batch must be"),
-    (dict(resolution=16), "resolution must be an integer of at least 32"),
-    (dict(format="torchscript", int8=True, calibration="x"), "int8 export is not available for torchscript"),
-    (dict(int8=True), "int8 export needs calibration data"),
-    (dict(int8=True, calibration="/nonexistent/images"), "calibration folder or file not found"),
-    (dict(calibration_images=0, int8=True, calibration="x"), "calibration_images must be"),
-    (dict(format="openvino"), "give a .xml path"),
+    ({"format": "keras"}, "unknown export format 'keras'"),
+    ({"batch": 0}, "batch must be an integer ≥ 1 or 'dynamic'"),
+    ({"batch": "auto"}, "batch must be"),
+    ({"resolution": 16}, "resolution must be an integer of at least 32"),
+    ({"format": "torchscript", "int8": True, "calibration": "x"}, "int8 export is not available for torchscript"),
+    ({"int8": True}, "int8 export needs calibration data"),
+    ({"int8": True, "calibration": "/nonexistent/images"}, "calibration folder or file not found"),
+    ({"calibration_images": 0, "int8": True, "calibration": "x"}, "calibration_images must be"),
+    ({"format": "openvino"}, "give a .xml path"),
 ])
 def test_bad_input_is_one_line_value_error(tmp_path, kwargs, match):
     kwargs = {"format": "onnx", **kwargs}
@@ -334,6 +335,31 @@ def test_int8_export_reports_agreement(tmp_path, fmt):
     assert "top-1 agreement" in report.summary()
 
 
+@needs["onnx"]
+def test_int8_export_that_loses_top1_is_an_error(tmp_path, monkeypatch):
+    """int8 whose top-1 follows fp32 on fewer than 90% of the held-out images: ValueError, nothing written."""
+    real = export_mod.verify_export
+    seen = []
+
+    def low_agreement(*args, **kwargs):
+        runtime, diff, agree, cos, tol = real(*args, **kwargs)
+        seen.append(agree)
+        return runtime, diff, 0.75, cos, tol  # as if 1 in 4 held-out images changed class
+
+    monkeypatch.setattr(export_mod, "verify_export", low_agreement)
+    calib = torch.randn(16, 3, 64, 64).clamp(-2, 2)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"int8 onnx export rejected: top-1 agreement with fp32 is 75.0% on 8 "
+                                         r"held-out real inputs \(< 90%\); nothing was written") as e:
+        export(small_model(), "onnx", out / "q.onnx", int8=True, calibration=calib, calibration_images=8)
+    assert "\n" not in str(e.value) and seen  # the real check ran first
+    assert os.listdir(out) == []
+    # the bound is the format's (0.9) unless given; the same file passes a lower one
+    report = export(small_model(), "onnx", out / "q.onnx", int8=True, calibration=calib, calibration_images=8,
+                    min_agreement=0.7)
+    assert report.top1_agreement == 0.75 and os.listdir(out) == ["q.onnx"]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS["torchao"], reason="torchao not installed")
 def test_int8_pt2_export(tmp_path):
@@ -370,7 +396,7 @@ def test_int8_accuracy_on_official_weights(tmp_path, fmt):
 
     interp = Interpreter(model_path=str(tfl), num_threads=2)
     interp.allocate_tensors()
-    scale, zero = model.pretrained_info["input_quantization"]
+    scale, zero = model.pretrained_cfg.input_quantization
     google = []
     for sample in x:
         interp.set_tensor(interp.get_input_details()[0]["index"],

@@ -21,9 +21,11 @@ def test_load_pretrained_reads_config_from_file(quant_file):
     model = mobilenets.load_pretrained(quant_file)
     c = model.config
     assert (c.width_multiplier, c.resolution, c.num_classes, c.activation, c.tf_padding) == (0.5, 160, 1001, "relu6", True)
-    info = model.pretrained_info
-    assert info["format"] == "tflite" and info["quantized"] and info["has_background_class"]
-    assert tuple(info["input_quantization"]) == (0.0078125, 128)
+    info = model.pretrained_cfg
+    assert info.format == "tflite" and info.quantized and info.has_background_class
+    assert info.input_quantization == (0.0078125, 128)
+    assert info.published is not None and info.published.quant_top1 == 57.7  # TF-slim's figure for this file
+    assert info.preprocess["crop"] == 0.875 and info.config == model.config
     with pytest.raises(ValueError, match="holds α=0.5 weights, but α=0.25"):
         mobilenets.load_pretrained(quant_file, width_multiplier=0.25)
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import mobilenets
+from mobilenets.models import PretrainedInfo
 from mobilenets.models.detection import (SSDAnchorGenerator, faster_rcnn_mobilenet_v1, ssd_box_specs,
                                          ssd_mobilenet_v1)
 
@@ -84,7 +85,7 @@ def test_detector_costs_and_table13_scale_with_alpha():
 
 def test_backbone_from_a_classifier_shares_its_weights_and_freezes_folded_bn():
     body = mobilenets.mobilenet_v1(0.5, num_classes=0, activation="relu6", tf_padding=True)
-    body.pretrained_info = {"format": "tflite"}  # as load_pretrained marks Google's files
+    body.pretrained_cfg = PretrainedInfo("tflite")  # as load_pretrained marks Google's files
     model = ssd_mobilenet_v1(backbone=body)
     assert model.backbone.features[0].conv.weight is body.features[0].conv.weight
     assert model.backbone.frozen_bn

@@ -107,8 +107,8 @@ def test_run_writes_everything_and_evaluate_agrees(tiny, tmp_path):
     assert list((run / "tb").glob("events.out.tfevents.*"))
     # checkpoint.pt: loadable by the library's loader, with our extras
     model = load_pretrained(run / "checkpoint.pt")
-    info = model.pretrained_info
-    assert info["class_names"] == ["class0", "class1", "class2"] and info["epoch"] == 2
+    info = model.pretrained_cfg
+    assert info.class_names == ["class0", "class1", "class2"] and info.extra["epoch"] == 2
     assert model.config.num_classes == 3 and model.config.width_multiplier == 0.25
     raw = torch.load(run / "checkpoint.pt", weights_only=True)
     for key in ("optimizer", "scheduler", "scaler", "ema", "rng", "epoch", "step", "sampler", "best", "class_names",
@@ -336,7 +336,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monke
     with pytest.raises(T.TrainingDiverged, match=r"NaN or infinite in epoch 2.*holds the last good state \(epoch 1\)"):
         quick(tiny, tmp_path / "nan", task=_NanAt(at=5), epochs=3)  # in epoch 2
     model = load_pretrained(tmp_path / "nan" / "checkpoint.pt")
-    assert model.pretrained_info["epoch"] == 1
+    assert model.pretrained_cfg.extra["epoch"] == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert len(read_metrics(tmp_path / "nan")) == 1
     # and through the CLI: exit status 1, one line

@@ -330,7 +330,7 @@ def test_load_pretrained_recognizes_keras_files_by_content(name: str, tmp_path: 
         model.save(str(path))
     anonymous = path.rename(tmp_path / "weights.bin")  # the name must not matter
     loaded = mobilenets.load_pretrained(anonymous)
-    assert loaded.pretrained_info["format"] == "keras"
+    assert loaded.pretrained_cfg.format == "keras"
     x, want = reference(0.25)
     with torch.no_grad():
         got = torch.softmax(loaded(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()), dim=1).numpy()

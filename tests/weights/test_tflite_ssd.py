@@ -52,7 +52,7 @@ def ssd():
 
 
 def test_reads_alpha_anchors_and_classes_from_the_file(ssd):
-    info = ssd.pretrained_info
+    info = ssd.pretrained_cfg.extra
     assert ssd.config.width_multiplier == 0.75  # the file's name says 1.0; its channels say 0.75
     assert ssd.num_classes == 91 and ssd.head_kind == "ssd" and ssd.resolution == 300
     assert info["anchors"].shape == (1917, 4) and info["anchors_per_location"] == [3, 6, 6, 6, 6, 6]
@@ -70,7 +70,7 @@ def test_top20_anchors_agree_with_litert(ssd):
     from mobilenets.quant import fake_quantize_activations
 
     lite = _LiteRTRaw(need_data(*SSD_FILE))
-    handles = fake_quantize_activations(ssd, ssd.pretrained_info["activation_ranges"])
+    handles = fake_quantize_activations(ssd, ssd.pretrained_cfg.extra["activation_ranges"])
     index = open_detection_data(need_data("coco128.tar.gz"), "val")
     mean = torch.tensor(ssd.transform.image_mean)[:, None, None]
     std = torch.tensor(ssd.transform.image_std)[:, None, None]

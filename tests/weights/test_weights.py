@@ -57,7 +57,7 @@ def test_timm_state_dict(tmp_path):
     assert ours.config.width_multiplier == 1.0 and ours.config.activation == "relu6"
     x = torch.randn(2, 3, 128, 128)
     torch.testing.assert_close(ours(x), peer(x), rtol=1e-4, atol=1e-5)
-    assert ours.pretrained_info["format"] == "timm"
+    assert ours.pretrained_cfg.format == "timm"
 
 
 def test_truncated_and_garbage_files(tmp_path):

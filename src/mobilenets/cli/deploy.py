@@ -1,8 +1,7 @@
 """The deployment subcommands: ``export``, ``bench`` and ``select``.
 
-:func:`add_parsers` registers them on the main parser's subparsers (``cli.build_parser``
-calls it). Helpers come from :mod:`mobilenets.cli` inside functions, so the two modules can
-import each other's names without a cycle at import time.
+:func:`register` adds them to the ``mobilenets`` parser. The ``--format`` and ``--runtime``
+choices are the library's own registries (:data:`mobilenets.deploy.FORMATS`, ``RUNTIMES``).
 
 Exit status: 0 success; 2 bad input (one line on stderr); ``select`` exits 1 when no model
 fits the budget (the answer is "nothing", not an error in the request), after naming the
@@ -13,62 +12,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-from typing import Any, Callable, Sequence
+from typing import Any
 
-FORMAT_CHOICES = ("onnx", "openvino", "torchscript", "pt2", "tflite")
-RUNTIME_CHOICES = ("torch", "onnxruntime", "openvino", "litert")
+from ..deploy import FORMATS, RUNTIMES
+from .base import (
+    UsageError,
+    batch_type,
+    count_type,
+    float_type,
+    list_type,
+    quantity_type,
+    resolution_type,
+    width_type,
+)
 
-
-# ----------------------------------------------------------------------------- option types
-
-def batch_type(text: str) -> int | str:
-    if text == "dynamic":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch must be 'dynamic' or an integer ≥ 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--batch must be 'dynamic' or an integer ≥ 1, got {text}")
-    return value
-
-
-def _list_type(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
-    def parse(text: str) -> list[Any]:
-        parts = [t.strip() for t in text.split(",") if t.strip()]
-        if not parts:
-            raise argparse.ArgumentTypeError(f"{what} must be a comma-separated list, got {text!r}")
-        return [item(t) for t in parts]
-    return parse
-
-
-def quantity_type(what: str) -> Callable[[str], float]:
-    """A positive count with an optional K/M/G suffix: ``4.2M``, ``300000``, ``569e6``."""
-    scale = {"k": 1e3, "m": 1e6, "g": 1e9}
-
-    def parse(text: str) -> float:
-        t = text.strip().lower()
-        factor = scale.get(t[-1:], 1.0)
-        try:
-            value = float(t[:-1] if t[-1:] in scale else t) * factor
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number > 0 (e.g. 4.2M or 4200000), got {text!r}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"{what} must be a number > 0 (e.g. 4.2M or 4200000), got {text!r}")
-        return value
-    return parse
+__all__ = ["cmd_bench", "cmd_export", "cmd_select", "register"]
 
 
 # ----------------------------------------------------------------------------- commands
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..deploy.export import export, format_for_path
-    from .main import UsageError
 
     fmt = args.format or format_for_path(args.out)
     if fmt is None:
-        raise UsageError(f"give --format ({'|'.join(FORMAT_CHOICES)}); it cannot be told from {args.out!r}")
+        raise UsageError(f"give --format ({'|'.join(FORMATS)}); it cannot be told from {args.out!r}")
     if args.calibration is not None and not args.int8:
         raise UsageError("--calibration is for --int8 exports")
     report = export(args.weights, fmt, args.out, resolution=args.resolution, batch=args.batch, int8=args.int8,
@@ -78,8 +46,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _precision(args: argparse.Namespace) -> str:
-    from .main import UsageError
-
     if args.int8 and args.bf16:
         raise UsageError("--int8 and --bf16 exclude each other")
     return "int8" if args.int8 else "bf16" if args.bf16 else "fp32"
@@ -112,14 +78,13 @@ def cmd_select(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parsers
 
 def _runtime_options(p: argparse.ArgumentParser, iters: int = 50) -> None:
-    from .main import count_type
-
-    p.add_argument("--runtime", choices=RUNTIME_CHOICES,
+    p.add_argument("--runtime", choices=RUNTIMES,
                    help="inference runtime (default: the fastest installed, by measurement: openvino on CPU for "
                         "fp32 and bf16, litert for int8; torch on cuda)")
     p.add_argument("--int8", action="store_true", help="int8 models (post-training quantized, per-channel weights)")
     p.add_argument("--bf16", action="store_true", help="bf16 inference (openvino, torch)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where to run the models (default cpu; cuda needs a GPU and the torch runtime)")
     p.add_argument("--threads", type=count_type(1, "--threads"), metavar="N",
                    help="inference threads (default: the runtime's own choice)")
     p.add_argument("--batch", type=count_type(1, "--batch"), default=1, metavar="N", help="batch size (default 1)")
@@ -128,10 +93,8 @@ def _runtime_options(p: argparse.ArgumentParser, iters: int = 50) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def add_parsers(sub: Any) -> None:
-    """Register ``export``, ``bench`` and ``select`` on the main parser's subparsers."""
-    from .main import count_type, float_type, resolution_type, width_type
-
+def register(sub: Any) -> None:
+    """Add ``export``, ``bench`` and ``select`` to the ``mobilenets`` subparsers."""
     p = sub.add_parser(
         "export", help="export weights to ONNX / OpenVINO / TorchScript / PT2 / TFLite, verified",
         description="Export a weights file for deployment with BatchNorm folded into the convolutions and static "
@@ -139,7 +102,7 @@ def add_parsers(sub: Any) -> None:
                     "the PyTorch model (fp32: outputs within 1e-4; int8: top-1 agreement reported), and only then "
                     "renamed into place; a failed check is an error and leaves no file.")
     p.add_argument("weights", metavar="WEIGHTS", help="TFLite, Keras .h5, .pt/.pth, .safetensors or a run directory")
-    p.add_argument("--format", choices=FORMAT_CHOICES, help="output format (default: from --out's extension)")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: from --out's extension)")
     p.add_argument("--out", required=True, metavar="FILE", help="output file (openvino: NAME.xml, NAME.bin beside it)")
     p.add_argument("--resolution", type=resolution_type, metavar="R", help="input size (default: the weights')")
     p.add_argument("--batch", type=batch_type, default=1, metavar="dynamic|N", help="batch size, or 'dynamic' (default 1)")
@@ -156,9 +119,9 @@ def add_parsers(sub: Any) -> None:
         "bench", help="latency of each (α, ρ) on this machine: CSV, markdown table and plot",
         description="Time each width × resolution in a runtime after warm-up: median and p90 latency and "
                     "throughput. Writes bench.csv, bench.md and bench.png (latency against Mult-Adds) to --out.")
-    p.add_argument("--widths", type=_list_type(width_type, "--widths"), default=[1.0, 0.75, 0.5, 0.25],
+    p.add_argument("--widths", type=list_type(width_type, "--widths"), default=[1.0, 0.75, 0.5, 0.25],
                    metavar="A,A,..", help="width multipliers α (default 1,0.75,0.5,0.25)")
-    p.add_argument("--resolutions", type=_list_type(resolution_type, "--resolutions"), default=[224, 192, 160, 128],
+    p.add_argument("--resolutions", type=list_type(resolution_type, "--resolutions"), default=[224, 192, 160, 128],
                    metavar="R,R,..", help="resolutions ρ (default 224,192,160,128)")
     _runtime_options(p)
     p.add_argument("--warmup", type=count_type(0, "--warmup"), default=10, metavar="N", help="untimed calls first (default 10)")
@@ -184,18 +147,3 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true",
                    help='print {"width", "resolution", "latency_ms", "top1", "pareto": [...], ...}')
     p.set_defaults(func=cmd_select)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``export`` / ``bench`` / ``select`` alone, with the main command's error handling
-    (``python -m mobilenets.cli.deploy ...``; ``mobilenets ...`` is the usual way in)."""
-    from .main import PROG, _Parser, run_parser
-
-    parser = _Parser(prog=PROG, description="MobileNet deployment: export, bench, select")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    add_parsers(sub)
-    return run_parser(parser, argv)
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """``mobilenets train`` and ``mobilenets experiment``: the command-line face of
-:mod:`mobilenets.train` and :mod:`mobilenets.experiment`.
+:mod:`mobilenets.train` (the trainer and the paper's experiments).
 
-:func:`add_parsers` registers both subcommands on the ``mobilenets`` parser. Every option
+:func:`register` adds both subcommands to the ``mobilenets`` parser. Every option
 defaults to ``None`` ("not given"), so ``train --out RUN_DIR --resume`` can continue a run
 with the options stored in its checkpoint, any option given again overriding them.
 
@@ -16,15 +16,16 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any
 
-__all__ = ["add_parsers", "cmd_train", "cmd_experiment", "main"]
+from .base import PROG, add_model_options, count_type, error, float_type
+
+__all__ = ["cmd_experiment", "cmd_train", "config_from_train_args", "register"]
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, recipe_default: str) -> None:
     """Options shared by ``train`` and ``experiment``."""
-    from ..train.recipes import AMP_MODES, RECIPES
-    from .main import count_type
+    from ..train import AMP_MODES, RECIPES
 
     p.add_argument("--recipe", choices=tuple(RECIPES), help="paper: RMSprop as in the paper (TF-slim's settings); "
                    "cifar: fast 32x32 recipe (SGD + one-cycle); imagenet: modern (SGD cosine, label smoothing, "
@@ -47,10 +48,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, recipe_default: str) -> None
     p.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
 
 
-def add_parsers(sub: Any) -> None:
-    """Register ``train`` and ``experiment`` on the ``mobilenets`` subparsers object."""
-    from ..train.recipes import OPTIMIZERS, SCHEDULES
-    from .main import add_model_options, count_type, float_type
+def register(sub: Any) -> None:
+    """Add ``train`` and ``experiment`` to the ``mobilenets`` subparsers."""
+    _add_train_parser(sub)
+    _add_experiment_parser(sub)
+
+
+def _add_train_parser(sub: Any) -> None:
+    from ..train import OPTIMIZERS, SCHEDULES
 
     p = sub.add_parser(
         "train", help="train a MobileNet on an image folder or CIFAR-10 archive",
@@ -68,17 +73,22 @@ def add_parsers(sub: Any) -> None:
                    help="classifier outputs (default: the number of class folders)")
     _add_run_options(p, recipe_default="cifar for images up to 64 px, imagenet otherwise")
     g = p.add_argument_group("optimization (default: the recipe's)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="rmsprop (the paper, TF-slim's settings), sgd (Nesterov momentum) or adamw")
     g.add_argument("--lr", type=float_type("--lr"), metavar="LR",
                    help="learning rate for the global batch, used as is (the recipe's is scaled to the batch)")
     g.add_argument("--schedule", choices=SCHEDULES, help="exp: x0.94 every 2.5 epochs (TF-slim); cosine; "
                    "onecycle; constant")
-    g.add_argument("--warmup-epochs", type=float_type("--warmup-epochs", inclusive=True), metavar="E")
-    g.add_argument("--momentum", type=float_type("--momentum", inclusive=True, below=1.0), metavar="M")
-    g.add_argument("--weight-decay", type=float_type("--weight-decay", inclusive=True), metavar="WD")
+    g.add_argument("--warmup-epochs", type=float_type("--warmup-epochs", inclusive=True), metavar="E",
+                   help="ramp the learning rate up linearly over the first E epochs (0 = none)")
+    g.add_argument("--momentum", type=float_type("--momentum", inclusive=True, below=1.0), metavar="M",
+                   help="momentum of rmsprop and sgd (Nesterov when > 0), 0 ≤ M < 1; adamw ignores it")
+    g.add_argument("--weight-decay", type=float_type("--weight-decay", inclusive=True), metavar="WD",
+                   help="weight decay (0 = off; see --wd-all for which parameters)")
     g.add_argument("--wd-all", action="store_true", default=None,
                    help="weight decay on every parameter (default: not on depthwise filters, BatchNorm, biases)")
-    g.add_argument("--label-smoothing", type=float_type("--label-smoothing", inclusive=True, below=1.0), metavar="S")
+    g.add_argument("--label-smoothing", type=float_type("--label-smoothing", inclusive=True, below=1.0), metavar="S",
+                   help="spread S of the target probability over all classes, 0 ≤ S < 1 (0 = off)")
     g.add_argument("--ema", type=float_type("--ema", inclusive=True, below=1.0), nargs="?", const=0.9998, metavar="DECAY",
                    help="average the weights (decay 0.9998 if no value; 0 = off); evaluation and saved weights "
                         "use the average")
@@ -118,15 +128,19 @@ def add_parsers(sub: Any) -> None:
     g.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_train)
 
+
+def _add_experiment_parser(sub: Any) -> None:
     p = sub.add_parser(
         "experiment", help="retrain the models of the paper's Tables 4-7 on CIFAR-10",
         description="Train the models one of the paper's Tables 4-7 compares (table4: separable vs full conv; "
                     "table5: 0.75 narrow vs shallow; table6: α 1.0/0.75/0.5/0.25; table7: inputs 32/27/23/18 px, "
                     "the paper's ρ applied to 32 px), each as a resumable run in DIR/<name>/, and write "
                     "DIR/<table>.md, .csv and .png (accuracy vs Mult-Adds) beside the paper's ImageNet numbers.")
-    p.add_argument("table", choices=("table4", "table5", "table6", "table7", "all"))
+    p.add_argument("table", choices=("table4", "table5", "table6", "table7", "all"),
+                   help="which of the paper's tables to retrain (all: the four in turn)")
     p.add_argument("--data", required=True, metavar="PATH", help="e.g. ../shared/data/cifar10-jpeg.tar.gz")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="experiment directory: one run per model in DIR/<name>/, the tables in DIR/<table>.md/.csv/.png")
     _add_run_options(p, recipe_default="cifar")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_experiment)
@@ -135,18 +149,23 @@ def add_parsers(sub: Any) -> None:
 # ----------------------------------------------------------------------------- building the config
 
 _MODEL_FIELDS = (("activation", "activation"), ("tf_padding", "tf_padding"), ("output_stride", "output_stride"))
-_DIRECT = ("data", "out", "width", "resolution", "variant", "num_classes", "input_size", "cifar_stem", "init",
-           "freeze_epochs", "recipe", "epochs", "batch_size", "accum_steps", "optimizer", "lr", "schedule",
-           "warmup_epochs", "momentum", "weight_decay", "wd_all", "label_smoothing", "ema", "cutout", "grad_clip",
-           "device", "amp", "channels_last", "compile", "workers", "threads", "loader", "sync_bn", "deterministic",
-           "seed", "subset", "val_subset", "qat")
+# TrainConfig fields the command line does not copy by name: ``model`` is built from --model and
+# the model options, the run flags come from --resume / --no-progress / --no-tensorboard / --quiet.
+_NOT_DIRECT = frozenset({"model", "resume", "progress", "tensorboard", "verbose"})
+
+
+def _direct_fields() -> tuple[str, ...]:
+    """The TrainConfig fields that an option of the same name sets."""
+    from ..train import TrainConfig
+
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_DIRECT)
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields the command line set explicitly."""
     from ..models import get_config
 
-    out: dict[str, Any] = {k: getattr(args, k) for k in _DIRECT if getattr(args, k, None) is not None}
+    out: dict[str, Any] = {k: getattr(args, k) for k in _direct_fields() if getattr(args, k, None) is not None}
     model = get_config(args.model) if getattr(args, "model", None) else None
     if model is not None and "resolution" not in out:
         out["resolution"] = model.resolution
@@ -173,14 +192,14 @@ def config_from_train_args(args: argparse.Namespace) -> Any:
 
     import torch
 
-    from ..train.trainer import TrainConfig
+    from ..train import TrainConfig
 
     given = _given(args)
     ckpt = Path(args.out) / "checkpoint.pt"
     if args.resume and ckpt.is_file():
         try:
             stored = torch.load(ckpt, map_location="cpu", weights_only=True).get("train_config")
-        except Exception:
+        except Exception:  # noqa: BLE001 (any unreadable checkpoint: the trainer reports it)
             stored = None  # the trainer reports an unreadable checkpoint
         if stored:  # the trainer checks that nothing that defines the run has changed
             return dataclasses.replace(TrainConfig.from_dict(stored), **given, resume=True)
@@ -188,13 +207,13 @@ def config_from_train_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..train.trainer import TrainingDiverged, train
+    from ..train import TrainingDiverged, train
 
     config = config_from_train_args(args)
     try:
         summary = train(config)
     except TrainingDiverged as e:
-        print(f"mobilenets: error: {e}", file=sys.stderr)
+        error(e)
         return 1
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "settings"}))
@@ -211,8 +230,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from ..train.experiment import run_experiment
-    from ..train.trainer import TrainingDiverged
+    from ..train import TrainingDiverged, run_experiment
 
     options: dict[str, Any] = {}
     for k in ("amp", "workers", "compile", "threads"):
@@ -224,7 +242,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                                 seed=args.seed or 0, recipe=args.recipe or "cifar", progress=not args.no_progress,
                                 **options)
     except TrainingDiverged as e:
-        print(f"mobilenets: error: {e}", file=sys.stderr)
+        error(e)
         return 1
     if args.json:
         print(json.dumps(result))
@@ -235,23 +253,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         for f in result["files"]:
             print(f"wrote {f}")
     if result["status"] != "finished":
-        print(f"mobilenets: stopped in {result['stopped_at']}; run the same command again to continue",
+        print(f"{PROG}: stopped in {result['stopped_at']}; run the same command again to continue",
               file=sys.stderr)
         return 128 + 15
     return 0
-
-
-# ----------------------------------------------------------------------------- standalone entry
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mobilenets.cli.train {train,experiment} ...`` (the same as ``mobilenets train``)."""
-    from .main import PROG, _Parser, run_parser
-
-    parser = _Parser(prog=PROG, description="MobileNet V1 training")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    add_parsers(sub)
-    return run_parser(parser, argv)
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -143,7 +143,7 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-# How each source of weights expects its inputs (``pretrained_info["preprocess"]``).
+# How each source of weights expects its inputs (``model.pretrained_cfg.preprocess``).
 TF_PREPROCESS = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "crop": 0.875, "resize": "tf_legacy_bilinear"}
 
 

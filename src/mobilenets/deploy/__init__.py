@@ -1,27 +1,26 @@
 """Deployment: export to every runtime's format (int8 included), verified in that runtime; timing
-the family on this machine; choosing the model that fits a latency budget."""
+the family on this machine; choosing the model that fits a latency budget.
+
+The export formats and the runtimes that run them are listed once, in
+:data:`mobilenets.deploy.formats.REGISTRY`; :data:`FORMATS`, :data:`INT8_FORMATS` and
+:data:`RUNTIMES` (the CLI's choices) are derived from it.
+"""
 
 from .bench import (
-           BenchResult,
+           PRECISIONS,
            benchmark,
+           check_precision,
            default_runtime,
-           format_markdown,
            make_runner,
-           read_results,
            time_calls,
-           write_results,
 )
-from .export import (
-           FORMATS,
-           INT8_FORMATS,
-           ExportReport,
-           Runner,
-           export,
-           format_for_path,
-           load_calibration,
-           open_runtime,
-           verify_export,
-)
+from .calibration import load_calibration
+from .cpu import CpuFeatures, cpu_features, machine_signature
+from .export import ExportReport, export, verify_export
+from .formats import FORMATS, INT8_FORMATS, REGISTRY, RUNTIMES, Format, format_for_path, get_format
+from .results import BenchResult, format_markdown, read_results, write_results
+from .runner import Runner
+from .runtime import open_runtime, runtime_available
 from .select import (
            ACCURACY_SOURCES,
            Candidate,
@@ -31,7 +30,38 @@ from .select import (
            select,
 )
 
-__all__ = ["export", "ExportReport", "FORMATS", "INT8_FORMATS", "Runner", "open_runtime", "verify_export",
-           "load_calibration", "format_for_path", "benchmark", "BenchResult", "default_runtime", "make_runner",
-           "time_calls", "read_results", "write_results", "format_markdown", "select", "Selection", "Candidate",
-           "accuracy_table", "pareto_front", "ACCURACY_SOURCES"]
+__all__ = [
+           "ACCURACY_SOURCES",
+           "FORMATS",
+           "INT8_FORMATS",
+           "PRECISIONS",
+           "REGISTRY",
+           "RUNTIMES",
+           "BenchResult",
+           "Candidate",
+           "CpuFeatures",
+           "ExportReport",
+           "Format",
+           "Runner",
+           "Selection",
+           "accuracy_table",
+           "benchmark",
+           "check_precision",
+           "cpu_features",
+           "default_runtime",
+           "export",
+           "format_for_path",
+           "format_markdown",
+           "get_format",
+           "load_calibration",
+           "machine_signature",
+           "make_runner",
+           "open_runtime",
+           "pareto_front",
+           "read_results",
+           "runtime_available",
+           "select",
+           "time_calls",
+           "verify_export",
+           "write_results",
+]

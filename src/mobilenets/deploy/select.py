@@ -19,11 +19,20 @@ import csv
 import math
 import os
 import re
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .._utils import model_label, width_label
+from ..analysis import PAPER_ROWS, cost
+from ..config import MobileNetConfig
+from ..models import OFFICIAL_MODELS
+from . import cpu
+from .bench import benchmark, default_runtime
+from .formats import RUNTIMES
+from .results import read_results
 
 __all__ = ["ACCURACY_SOURCES", "Candidate", "Selection", "accuracy_table", "pareto_front", "select"]
 
@@ -92,16 +101,12 @@ class Selection:
 
 def accuracy_table(source: str | os.PathLike) -> tuple[dict[tuple[float, int], tuple[float, str]], list[str]]:
     """``{(α, ρ): (top1, where it comes from)}`` and notes about gaps or fallbacks."""
-    from ..models import OFFICIAL_MODELS
-
     tfslim = {(m.width_multiplier, m.resolution): (m.top1, "tfslim") for m in OFFICIAL_MODELS.values()}
     if source == "tfslim":
         return tfslim, []
     if source == "quant":
         return {(m.width_multiplier, m.resolution): (m.quant_top1, "quant") for m in OFFICIAL_MODELS.values()}, []
     if source == "paper":
-        from ..analysis import PAPER_ROWS
-
         table = dict(tfslim)
         paper: set[tuple[float, int]] = set()
         for row in PAPER_ROWS:
@@ -151,6 +156,34 @@ def _key(width: float, resolution: int) -> tuple[float, int]:
     return (round(float(width), 6), int(resolution))
 
 
+def _measured_from_csv(bench_csv: str | os.PathLike, runtime: str | None, table: dict[tuple[float, int], Any],
+                       notes: list[str]) -> tuple[dict[tuple[float, int], tuple[float, float]], str]:
+    """``{(α, ρ): (median ms, p90 ms)}`` from a bench CSV (the fastest row per config), and its label."""
+    rows = read_results(bench_csv)
+    if runtime is not None:
+        rows = [r for r in rows if r.runtime == runtime]
+        if not rows:
+            raise ValueError(f"{bench_csv}: no rows for runtime {runtime}")
+    runtimes = sorted({r.runtime for r in rows})
+    runtime_label = "/".join(runtimes) + f" (from {Path(bench_csv).name})"
+    measured: dict[tuple[float, int], tuple[float, float]] = {}
+    for r in rows:
+        k = _key(r.width, r.resolution)
+        if k in measured and measured[k][0] <= r.median_ms:
+            continue
+        measured[k] = (r.median_ms, r.p90_ms)
+    unknown = sorted(k for k in measured if k not in table)
+    if unknown:
+        notes.append("no accuracy for " + ", ".join(f"{width_label(a)}-{r}" for a, r in unknown) + "; skipped")
+    untimed = sorted(k for k in table if k not in measured)
+    if untimed and len(untimed) < len(table):
+        notes.append("not in the bench CSV: " + ", ".join(f"{width_label(a)}-{r}" for a, r in untimed))
+    machines = sorted({r.machine for r in rows if r.machine})
+    if len(machines) > 1:
+        notes.append("the bench CSV mixes machines: " + "; ".join(machines))
+    return measured, runtime_label
+
+
 def select(max_latency_ms: float, *, max_params: float | None = None, max_mult_adds: float | None = None,
            accuracy: str | os.PathLike = "tfslim", runtime: str | None = None, precision: str = "fp32",
            device: str = "cpu", threads: int | None = None, batch: int = 1,
@@ -162,10 +195,8 @@ def select(max_latency_ms: float, *, max_params: float | None = None, max_mult_a
     Latencies come from ``bench_csv`` (a :func:`mobilenets.deploy.benchmark` CSV) or are
     measured now for the configs with a known accuracy that pass the params / Mult-Adds limits.
     """
-    from ..analysis import cost
-    from ..config import MobileNetConfig
-    from .bench import benchmark, default_runtime, read_results
-
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     for name, value in (("max_latency_ms", max_latency_ms), ("max_params", max_params),
                         ("max_mult_adds", max_mult_adds)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -185,33 +216,18 @@ def select(max_latency_ms: float, *, max_params: float | None = None, max_mult_a
 
     costs = {k: cost(MobileNetConfig(width_multiplier=k[0], resolution=k[1])) for k in table}
     if bench_csv is not None:
-        rows = read_results(bench_csv)
-        if runtime is not None:
-            rows = [r for r in rows if r.runtime == runtime]
-            if not rows:
-                raise ValueError(f"{bench_csv}: no rows for runtime {runtime}")
-        runtimes = sorted({r.runtime for r in rows})
-        runtime_label = "/".join(runtimes) + f" (from {Path(bench_csv).name})"
-        measured: dict[tuple[float, int], tuple[float, float]] = {}
-        for r in rows:
-            k = _key(r.width, r.resolution)
-            if k in measured and measured[k][0] <= r.median_ms:
-                continue
-            measured[k] = (r.median_ms, r.p90_ms)
-        unknown = sorted(k for k in measured if k not in table)
-        if unknown:
-            notes.append("no accuracy for " + ", ".join(f"{width_label(a)}-{r}" for a, r in unknown) + "; skipped")
-        untimed = sorted(k for k in table if k not in measured)
-        if untimed and len(untimed) < len(table):
-            notes.append("not in the bench CSV: " + ", ".join(f"{width_label(a)}-{r}" for a, r in untimed))
+        measured, runtime_label = _measured_from_csv(bench_csv, runtime, table, notes)
     else:
         runtime = runtime or default_runtime(device, precision)
         runtime_label = f"{runtime} {precision}, measured now"
         todo = [k for k in table if static_ok(costs[k].mult_adds, costs[k].params)] or list(table)
         measured = {}
+        if progress and device == "cpu":
+            print(cpu.cpu_features().summary(), file=sys.stderr, flush=True)
         for k in todo:  # one model at a time keeps the order of timing irrelevant to the choice
             res = benchmark([k[0]], [k[1]], runtime=runtime, precision=precision, device=device,
-                            threads=threads, batch=batch, warmup=warmup, iters=iters, progress=progress)[0]
+                            threads=threads, batch=batch, warmup=warmup, iters=iters, progress=progress,
+                            show_cpu=False)[0]
             measured[_key(res.width, res.resolution)] = (res.median_ms, res.p90_ms)
 
     candidates = [Candidate(k[0], k[1], measured[k][0], measured[k][1], table[k][0], table[k][1],

@@ -1,7 +1,7 @@
 """Classify images and evaluate on ImageNet-style folders the way the reference does.
 
 A :class:`Classifier` wraps a loaded model with the preprocessing its weights expect
-(``model.pretrained_info["preprocess"]``): TF-slim's for Google's files, and for a
+(``model.pretrained_cfg.preprocess``): TF-slim's for Google's files, and for a
 quantized file also the uint8 rounding of its input, so our float model sees exactly the
 values the quantized reference sees.
 """
@@ -23,7 +23,7 @@ from ..data import (
     quantize_input,
     tf_slim_preprocess,
 )
-from ..models import MobileNetV1
+from ..models import MobileNetV1, pretrained_cfg
 
 __all__ = ["Classifier", "Prediction"]
 
@@ -45,11 +45,11 @@ class Classifier:
     def __init__(self, model: MobileNetV1, labels: list[str] | None = None,
                  preprocess: dict[str, Any] | None = None) -> None:
         self.model = model.eval()
-        info = getattr(model, "pretrained_info", {}) or {}
-        self.spec = preprocess or info.get("preprocess", TF_PREPROCESS)
-        self.labels = labels or info.get("class_names") or labels_for(model.num_classes)
-        self.input_quantization = info.get("input_quantization") if info.get("quantized") else None
-        self.resolution = int(info.get("input_size") or model.resolution)  # a run's training size
+        info = pretrained_cfg(model)
+        self.spec = preprocess or (info.preprocess if info is not None and info.preprocess else TF_PREPROCESS)
+        self.labels = labels or (info.class_names if info is not None else None) or labels_for(model.num_classes)
+        self.input_quantization = info.input_quantization if info is not None and info.quantized else None
+        self.resolution = int((info.input_size if info is not None else None) or model.resolution)  # a run's size
         self.device = next(model.parameters()).device
 
     def preprocess(self, image: Any) -> torch.Tensor:

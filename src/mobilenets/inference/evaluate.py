@@ -24,7 +24,7 @@ from ..data import (
     to_input,
     wnid_to_index,
 )
-from ..models import MobileNetV1
+from ..models import MobileNetV1, pretrained_cfg
 from ..tasks import topk_correct
 from .classifier import Classifier
 
@@ -74,10 +74,9 @@ def evaluate_imagenet_folder(classifier: Classifier, root: str | os.PathLike, *,
                 unreadable += 1
         if tensors:
             probs = classifier.probabilities(torch.stack(tensors))
-            top = probs.topk(min(5, probs.shape[1]), dim=1).indices
-            target = torch.tensor(targets)[:, None]
-            top1 += int((top[:, :1] == target).sum())
-            top5 += int((top == target).any(dim=1).sum())
+            hit1, hit5 = topk_correct(probs, torch.tensor(targets), (1, 5)).tolist()
+            top1 += int(hit1)
+            top5 += int(hit5)
             seen += len(targets)
         bar.update(len(chunk))
         bar.set_postfix(top1=f"{100 * top1 / max(seen, 1):.1f}", top5=f"{100 * top5 / max(seen, 1):.1f}")
@@ -99,8 +98,8 @@ def evaluate_dataset(model: MobileNetV1, data_path: str | os.PathLike, *, split:
     """
     from tqdm import tqdm
 
-    info = getattr(model, "pretrained_info", None) or {}
-    class_names = info.get("class_names")
+    info = pretrained_cfg(model)
+    class_names = info.class_names if info is not None else None
     if not class_names:
         raise ValueError("the model carries no class names (it was not trained with `mobilenets train`); "
                          "for ImageNet folders use `mobilenets evaluate DIR --weights FILE`")
@@ -111,10 +110,10 @@ def evaluate_dataset(model: MobileNetV1, data_path: str | os.PathLike, *, split:
     index = open_data(data_path).index(split, class_names)
     if subset:
         index = index.subset(balanced_subset(index.labels, subset, seed))
-    spec = info.get("preprocess") or IMAGENET_PREPROCESS
+    spec = info.preprocess or IMAGENET_PREPROCESS
     mean = torch.tensor(spec["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(spec["std"], device=device).view(1, 3, 1, 1)
-    size = int(info.get("input_size") or model.resolution)
+    size = int(info.input_size or model.resolution)
     if choose_loader(index) == "tensor":
         data = load_tensor_split(index)
         skipped = len(data.skipped)

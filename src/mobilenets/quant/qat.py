@@ -112,7 +112,7 @@ def load_fake_quant_ranges(model: nn.Module, ranges: dict[str, torch.Tensor]) ->
 
 def fake_quantize_activations(model: nn.Module, ranges: dict[str, tuple[float, int]]) -> list[Any]:
     """Round the outputs of the named modules to uint8 grids ``(scale, zero_point)``, as a quantized
-    file computes them (e.g. ``pretrained_info["activation_ranges"]`` of Google's TFLite SSD), so a
+    file computes them (e.g. ``pretrained_cfg.extra["activation_ranges"]`` of Google's TFLite SSD), so a
     float port can be compared with the integer original. Returns the hook handles (``.remove()``)."""
     modules = dict(model.named_modules())
     missing = sorted(set(ranges) - set(modules))

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .._utils import atomic_write
+from ..models import PretrainedInfo
 from ..models.detection import faster_rcnn_mobilenet_v1, ssd_mobilenet_v1
 
 __all__ = ["load_detector", "save_detector", "is_detector_file", "DETECTOR_FORMAT"]
@@ -56,8 +57,9 @@ def is_detector_file(path: str | os.PathLike) -> bool:
 def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
     """A detector from Google's TFLite SSD MobileNet V1 file or our detector checkpoint (eval mode).
 
-    The model carries ``pretrained_info`` (format, path, and for TFLite files the file's anchors,
-    ``anchor_max_diff`` against our generator's, and the input quantization)."""
+    The model carries ``pretrained_cfg``, a :class:`~mobilenets.models.PretrainedInfo` (format, path,
+    input quantization; in ``extra`` for TFLite files the file's anchors, ``anchor_max_diff`` against
+    our generator's and the activation ranges)."""
     path = Path(path)
     if path.is_dir():
         for candidate in ("best.pt", "checkpoint.pt"):
@@ -69,9 +71,8 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
     with open(path, "rb") as f:
         head = f.read(8)
     if head[4:8] == b"TFL3":
-        from .tflite_ssd import read_tflite_ssd
-
         from ..models.detection import freeze_batchnorm
+        from .tflite_ssd import read_tflite_ssd
 
         build, state, info = read_tflite_ssd(path)
         model = ssd_mobilenet_v1(**build)
@@ -97,6 +98,6 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
         ours = model.anchor_generator.cxcywh(model.grid_sizes())
         info["anchor_max_diff"] = float((ours[:, [1, 0, 3, 2]] - torch.as_tensor(info["anchors"])).abs().max())
     info.update(arch=arch, build=build)
-    model.pretrained_info = info  # type: ignore[attr-defined]
+    model.pretrained_cfg = PretrainedInfo.from_reader(info)  # type: ignore[attr-defined]
     return model.to(device).eval()
 

@@ -32,7 +32,7 @@ import torch
 from .._utils import atomic_write
 from ..config import MobileNetConfig
 from ..data.preprocess import IMAGENET_PREPROCESS, TF_PREPROCESS
-from ..models import MobileNetV1
+from ..models import MobileNetV1, PretrainedInfo, pretrained_cfg
 
 __all__ = [
     "load_pretrained", "read_weights", "save_checkpoint", "atomic_write", "state_dict_config",
@@ -75,17 +75,17 @@ def save_checkpoint(path: str | os.PathLike, model: MobileNetV1, **extra: Any) -
     :func:`load_pretrained` rebuilds it exactly. ``.safetensors`` stores weights and config only."""
     path = Path(path)
     config = model.config.to_dict()
-    info = getattr(model, "pretrained_info", {}) or {}
+    info = pretrained_cfg(model)
+    preprocess = extra.get("preprocess", info.preprocess if info is not None and info.preprocess else IMAGENET_PREPROCESS)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
         meta = {"format": "mobilenets", "config": json.dumps(config),
-                "preprocess": json.dumps(extra.get("preprocess", info.get("preprocess", IMAGENET_PREPROCESS)))}
+                "preprocess": json.dumps(preprocess)}
         atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
         return
-    payload = {"format": "mobilenets", "config": config, "model": state,
-               "preprocess": info.get("preprocess", IMAGENET_PREPROCESS), **extra}
+    payload = {"format": "mobilenets", "config": config, "model": state, **extra, "preprocess": preprocess}
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -248,8 +248,9 @@ def load_pretrained(path: str | os.PathLike, *, width_multiplier: float | None =
         width_multiplier / num_classes: what you expect; a file that holds something else is an error.
         resolution: the nominal input size (files that do not record it, like Keras's, default to 224).
 
-    The returned model carries ``model.pretrained_info``: the format, how to preprocess
-    inputs, whether output 0 is "background", and for quantized files the input quantization.
+    The returned model carries ``model.pretrained_cfg``, a :class:`~mobilenets.models.PretrainedInfo`:
+    the format, how to preprocess inputs, whether output 0 is "background", for quantized files the
+    input quantization, for a run its classes and training size, for an official model TF-slim's accuracy.
     """
     config, sd, info = read_weights(path)
     if width_multiplier is not None and abs(width_multiplier - config.width_multiplier) > 1e-6:
@@ -262,5 +263,5 @@ def load_pretrained(path: str | os.PathLike, *, width_multiplier: float | None =
         config = config.replace(resolution=resolution)
     model = MobileNetV1(config)
     _check_and_load(model, sd, str(path))
-    model.pretrained_info = info  # type: ignore[attr-defined]
+    model.pretrained_cfg = PretrainedInfo.from_reader(info, config)  # type: ignore[attr-defined]
     return model.to(device).eval()

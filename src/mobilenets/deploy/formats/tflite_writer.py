@@ -21,11 +21,15 @@ asymmetric int8 activations, int32 biases, float32 input/output around an all-in
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from ...layers import Conv2dSame
+from ...models import MobileNetV1
 
 __all__ = ["model_to_tflite", "quantize_tflite"]
 
@@ -110,9 +114,9 @@ def _conv_layers(features: nn.Module) -> list[tuple[nn.Conv2d, nn.Module | None]
                 raise ValueError("tflite export: an activation that does not follow a convolution")
             out[-1] = (out[-1][0], m)
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            raise ValueError("tflite export needs a BN-folded model (mobilenets.fuse(model))")
+            raise ValueError("tflite export needs a BN-folded model (mobilenets.fuse(model))")  # noqa: TRY004 (one-line ValueError: the CLI exits 2)
         elif not isinstance(m, (nn.Identity, nn.Dropout)):
-            raise ValueError(f"tflite export: unsupported layer {type(m).__name__} in the body")
+            raise ValueError(f"tflite export: unsupported layer {type(m).__name__} in the body")  # noqa: TRY004 (one-line ValueError: the CLI exits 2)
     return out
 
 
@@ -123,12 +127,9 @@ def model_to_tflite(model: nn.Module, *, batch: int | None = 1, resolution: int 
     makes the batch dimension dynamic (``-1`` in the shape signature; resize the input tensor
     before running).
     """
-    from ...layers import Conv2dSame
-    from ...models import MobileNetV1
-
     s = _schema()
     if not isinstance(model, MobileNetV1):
-        raise ValueError(f"tflite export writes MobileNet V1 models; got {type(model).__name__}")
+        raise ValueError(f"tflite export writes MobileNet V1 models; got {type(model).__name__}")  # noqa: TRY004 (one-line ValueError: the CLI exits 2)
     if model.features_only:
         raise ValueError("tflite export: give a classifier or embedding model, not features_only")
     config = model.config
@@ -203,7 +204,7 @@ def model_to_tflite(model: nn.Module, *, batch: int | None = 1, resolution: int 
         g.op(s.BuiltinOperator.FULLY_CONNECTED, [x, wt, bt], [logits], s.BuiltinOptions.FullyConnectedOptions, opts)
         x = logits
     elif not isinstance(model.classifier, nn.Identity):
-        raise ValueError(f"tflite export: unsupported classifier {type(model.classifier).__name__}")
+        raise ValueError(f"tflite export: unsupported classifier {type(model.classifier).__name__}")  # noqa: TRY004 (one-line ValueError: the CLI exits 2)
     return _finish(g, inputs=[0], outputs=[x], metadata={"mobilenets_config": config.to_dict()})
 
 

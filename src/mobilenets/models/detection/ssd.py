@@ -204,8 +204,8 @@ def ssd_mobilenet_v1(width_multiplier: float = 1.0, num_classes: int = 91, *, re
         if not isinstance(backbone, MobileNetV1):
             raise ValueError(f"backbone must be a MobileNetV1 (e.g. from mobilenets.load_pretrained), got "
                              f"{type(backbone).__name__}")
-        info = getattr(backbone, "pretrained_info", None) or {}
-        folded = info.get("format") == "tflite" if isinstance(info, dict) else getattr(info, "format", "") == "tflite"
+        info = getattr(backbone, "pretrained_cfg", None)
+        folded = getattr(info, "format", None) == "tflite"
     body = MobileNetV1SSDBackbone(backbone)
     model = SSDMobileNetV1(body, num_classes, resolution=resolution, head=head, **kwargs)
     if freeze_bn if freeze_bn is not None else folded:

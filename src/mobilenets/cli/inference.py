@@ -1,0 +1,124 @@
+"""``predict`` and ``evaluate``: classify images, and measure top-1 / top-5 on a folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .base import UsageError, count_type, device_type, error, require_device, resolution_type
+
+__all__ = ["cmd_evaluate", "cmd_predict", "register"]
+
+
+def _load_weights(path: str, args: argparse.Namespace) -> Any:
+    from ..weights import load_pretrained
+
+    return load_pretrained(path, resolution=getattr(args, "resolution", None))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..data import list_images
+    from ..inference import Classifier
+
+    if not list_images(args.images):  # only empty directories were given
+        raise UsageError(f"no images found in {', '.join(args.images)}")
+    classifier = Classifier(_load_weights(args.weights, args))
+    status = 0
+    for pred in classifier.predict(args.images, top_k=args.top, batch_size=args.batch_size):
+        if pred.error is not None:
+            error(pred.error)
+            status = 1
+            continue
+        if args.json:
+            print(json.dumps(pred.to_dict()), flush=True)
+        else:
+            print(pred.image)
+            for t in pred.top:
+                print(f"  {t['prob']:7.4f}  {t['label']} ({t['index']})")
+    return status
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..inference import Classifier, evaluate_dataset, evaluate_imagenet_folder
+
+    if args.weights:
+        weights, data = args.weights, args.target
+    else:
+        weights, data = args.target, args.data
+    if not weights or not data:
+        raise UsageError("give the data folder and --weights FILE, or a run directory / weights file and --data PATH")
+    require_device(args.device)
+    from ..weights import is_detector_file, load_detector
+
+    if is_detector_file(weights):  # COCO mAP of a detector on a COCO or YOLO folder
+        from ..inference import evaluate_detector
+
+        result = evaluate_detector(load_detector(weights, device=args.device or "cpu"), data,
+                                   split=args.split or "val", progress=not args.no_progress)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"mAP {100 * result['map']:.2f}  AP50 {100 * result['map50']:.2f}  AP75 {100 * result['map75']:.2f}  "
+                  f"AP small/medium/large {100 * result['map_small']:.2f} / {100 * result['map_medium']:.2f} / "
+                  f"{100 * result['map_large']:.2f}  on {result['images']} images")
+        return 0
+    model = _load_weights(weights, args)
+    if args.device:
+        model = model.to(args.device)
+    from ..models import pretrained_cfg
+
+    info = pretrained_cfg(model)
+    if info is not None and info.class_names:
+        # A model trained with `mobilenets train`: its own classes and preprocessing.
+        # "val" means val/, validation/ or test/, whichever the data has.
+        result = evaluate_dataset(model, data, split=args.split or "val", batch_size=args.batch_size,
+                                  progress=not args.no_progress)
+    else:
+        result = evaluate_imagenet_folder(Classifier(model), data, batch_size=args.batch_size,
+                                          progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  on {result['images']} images"
+              + (f"  ({result['unlabelled']} without an ImageNet class skipped)" if result.get("unlabelled") else "")
+              + (f"  ({result['unreadable']} unreadable skipped)" if result.get("unreadable") else "")
+              + (f"  ({result['skipped']} unreadable skipped)" if result.get("skipped") else ""))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``predict`` and ``evaluate`` to the ``mobilenets`` subparsers."""
+    p = sub.add_parser("predict", help="classify images with a weights file",
+                       description="Top-K labels with probabilities for each image (a directory means every "
+                                   "image in it), preprocessed exactly as the weights' reference does.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
+    p.add_argument("--weights", required=True, metavar="FILE", help="TFLite, Keras .h5, .pt/.pth or "
+                   ".safetensors file, or a training run directory")
+    p.add_argument("--top", type=count_type(1, "--top"), default=5, metavar="K", help="how many classes (default 5)")
+    p.add_argument("--json", action="store_true", help='one JSON object per line: {"image", "top": [{"index", "label", "prob"}]}')
+    p.add_argument("--resolution", type=resolution_type, metavar="R", help="input size (default: the file's)")
+    p.add_argument("--batch-size", type=count_type(1, "--batch-size"), default=16, metavar="B",
+                   help="images per forward pass (default 16)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="top-1 / top-5 accuracy on an image folder",
+                       description="Top-1 and top-5 on an ImageNet-style folder (class subfolders named by "
+                                   "WordNet id, or files named <wnid>_*.JPEG). Either `evaluate DIR --weights "
+                                   "FILE` or `evaluate RUN_DIR_or_WEIGHTS --data DIR`. For a detector (Google's "
+                                   "TFLite SSD file or a detection run), COCO mAP, AP50, AP75 and AP by size on a "
+                                   "COCO-JSON or YOLO folder or archive (e.g. coco128.tar.gz, val2017).")
+    p.add_argument("target", nargs="?", metavar="DIR_or_WEIGHTS",
+                   help="the data folder (with --weights), or a weights file / training run directory (with --data)")
+    p.add_argument("--weights", metavar="FILE", help="weights file (then the positional argument is the data folder)")
+    p.add_argument("--data", metavar="PATH", help="data folder (then the positional argument is the weights or run dir)")
+    p.add_argument("--resolution", type=resolution_type, metavar="R", help="input size (default: the file's)")
+    p.add_argument("--batch-size", type=count_type(1, "--batch-size"), default=32, metavar="B",
+                   help="images per forward pass (default 32)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--split", choices=("val", "test", "train"), default=None,
+                   help="for a model trained with `mobilenets train`: which split of --data (default: val/, else test/)")
+    p.add_argument("--device", type=device_type, default=None, metavar="cpu|cuda",
+                   help="cpu, cuda or cuda:N (default: cpu)")
+    p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,131 @@
+"""ONNX: ``torch.onnx.export`` (dynamo) of the BN-folded model, run and verified in ONNX Runtime.
+
+int8 is ONNX Runtime's post-training static quantization in QDQ form (so both ONNX Runtime
+and OpenVINO run it as int8): per-channel symmetric int8 weights after bias correction,
+uint8 activations, MinMax calibration. The settings depend on the CPU that makes the file
+(:func:`ort_int8_settings`): ONNX Runtime documents that its U8S8 kernels can saturate on
+x86 CPUs without VNNI, so there the weights are quantized to 7 bits (``reduce_range``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...quant import correct_bias_for_int8
+from .. import cpu
+from ..runner import Runner
+from ..support import need, quiet
+from .base import Format, batch_dim, calibration_chunks
+
+__all__ = ["FORMAT", "open_onnx", "ort_int8_settings", "ort_session_options", "write_onnx", "write_onnx_int8"]
+
+
+def write_onnx(model: nn.Module, example: torch.Tensor, path: str, batch: int | str) -> None:
+    need("onnxscript", "onnxscript", "ONNX export")
+    dim = batch_dim(batch)
+    with quiet():
+        program = torch.onnx.export(model, (example,), dynamo=True, external_data=False, verbose=False,
+                                    input_names=["input"], output_names=["logits"],
+                                    dynamic_shapes=({0: dim},) if dim is not None else None)
+        program.save(path, external_data=False)
+
+
+def write_onnx_tmp(model: nn.Module, example: torch.Tensor, batch: int | str, tmpdir: str) -> str:
+    """An fp32 ONNX file of ``model`` in ``tmpdir`` (the input of the int8 and OpenVINO paths)."""
+    path = os.path.join(tmpdir, "fp32.onnx")
+    write_onnx(model, example, path, batch)
+    return path
+
+
+def ort_int8_settings(features: cpu.CpuFeatures | None = None) -> dict[str, Any]:
+    """``onnxruntime.quantization.quantize_static`` settings for a CPU (default: this one).
+
+    U8S8 (uint8 activations, int8 weights) is the fast path of VNNI / AMX CPUs and exact there.
+    Without VNNI (AVX2 or AVX-512 only, e.g. AMD Zen 2-3, Intel before Cascade Lake) ONNX
+    Runtime multiplies u8×s8 pairs with ``vpmaddubsw``, whose int16 sums saturate; its
+    documentation's remedy is 7-bit weights (``reduce_range=True``), chosen here. Quant types
+    are given by name (``QuantType[name]``) so that this needs no onnxruntime to call.
+    """
+    features = features if features is not None else cpu.cpu_features()
+    return {"activation_type": "QUInt8", "weight_type": "QInt8", "reduce_range": not features.vnni,
+            "per_channel": True, "calibrate_method": "MinMax",
+            "extra_options": {"WeightSymmetric": True, "ActivationSymmetric": False}}
+
+
+def _int8_toolchain() -> str:
+    settings = ort_int8_settings()
+    bits = "7-bit (reduce_range: this CPU has no VNNI)" if settings["reduce_range"] else "int8"
+    return (f"onnxruntime.quantization QDQ: per-channel symmetric {bits} weights (bias-corrected), "
+            "uint8 activations, MinMax calibration")
+
+
+def write_onnx_int8(model: nn.Module, example: torch.Tensor, path: str, batch: int | str,
+                    calibration: np.ndarray) -> None:
+    need("onnxruntime", "onnxruntime", "int8 ONNX export")
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    chunks = calibration_chunks(calibration, example.shape[0] if batch != "dynamic" else 1)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(chunks)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.it, None)
+            return None if x is None else {"input": x}
+
+    settings = ort_int8_settings()
+    model = correct_bias_for_int8(model, calibration)
+    with tempfile.TemporaryDirectory() as tmpdir, quiet():
+        fp32 = write_onnx_tmp(model, example, batch, tmpdir)
+        quantize_static(fp32, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=settings["per_channel"],
+                        activation_type=QuantType[settings["activation_type"]],
+                        weight_type=QuantType[settings["weight_type"]], reduce_range=settings["reduce_range"],
+                        calibrate_method=CalibrationMethod[settings["calibrate_method"]],
+                        extra_options=settings["extra_options"])
+
+
+def ort_session_options(threads: int | None) -> Any:
+    """ONNX Runtime options for single-stream latency: all graph optimizations, fixed threads."""
+    ort = need("onnxruntime", "onnxruntime", "running ONNX files")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    return so
+
+
+def open_onnx(path: str, *, threads: int | None = None, precision: str = "fp32", device: str = "cpu") -> Runner:
+    """An ONNX Runtime session on ``path`` (CUDA first when ``device="cuda"``); ``precision`` is the file's."""
+    ort = need("onnxruntime", "onnxruntime", "running ONNX files")
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        providers.insert(0, "CUDAExecutionProvider")
+    sess = ort.InferenceSession(path, ort_session_options(threads), providers=providers)
+    inp = sess.get_inputs()[0]
+    out_name = sess.get_outputs()[0].name
+    static = inp.shape[0] if isinstance(inp.shape[0], int) else None
+    return Runner("onnxruntime " + ort.__version__, lambda x: sess.run([out_name], {inp.name: x})[0], static)
+
+
+FORMAT = Format(
+    name="onnx", suffixes=(".onnx",), runtime="onnxruntime", runtime_module="onnxruntime",
+    runtime_package="onnxruntime", write=write_onnx, open=open_onnx,
+    toolchain="torch.onnx.export (dynamo), BN folded",
+    write_int8=write_onnx_int8, int8_toolchain=_int8_toolchain,
+)

@@ -1,0 +1,117 @@
+"""The format registry (one entry per format, the lists derived from it), CPU features, and the
+per-CPU ONNX Runtime int8 settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import pytest
+
+import mobilenets.deploy.cpu as cpu_mod
+from mobilenets import deploy
+from mobilenets.deploy.cpu import CpuFeatures
+from mobilenets.deploy.formats import REGISTRY, format_for_path, format_of_runtime, get_format, runtime_package
+from mobilenets.deploy.formats.onnx import ort_int8_settings
+
+AVX2_ONLY = CpuFeatures("AuthenticAMD", "AMD EPYC", 2, avx2=True, avx512=False, avx512_vnni=False, avx_vnni=False,
+                        avx512_bf16=False, amx=False)
+SAPPHIRE_RAPIDS = CpuFeatures("GenuineIntel", "Intel Xeon Platinum 8480+", 8, avx2=True, avx512=True,
+                              avx512_vnni=True, avx_vnni=True, avx512_bf16=True, amx=True)
+
+
+# ----------------------------------------------------------------------------- registry
+
+def test_lists_are_derived_from_the_registry():
+    assert deploy.FORMATS == tuple(REGISTRY) == ("onnx", "openvino", "torchscript", "pt2", "tflite")
+    assert deploy.INT8_FORMATS == tuple(n for n, f in REGISTRY.items() if f.write_int8 is not None)
+    assert deploy.INT8_FORMATS == ("onnx", "openvino", "pt2", "tflite")
+    assert deploy.RUNTIMES == ("torch", "onnxruntime", "openvino", "litert")
+    assert set(deploy.RUNTIMES) == {"torch"} | {f.runtime for f in REGISTRY.values()}
+    from mobilenets.deploy import bench
+
+    assert bench.RUNTIMES is deploy.RUNTIMES  # bench and the CLI read the same tuple
+
+
+def test_every_entry_is_complete():
+    for name, fmt in REGISTRY.items():
+        assert fmt.name == name and fmt.suffixes and all(s.startswith(".") for s in fmt.suffixes)
+        assert callable(fmt.write) and callable(fmt.open)
+        assert fmt.toolchain and (fmt.write_int8 is None) == (fmt.int8_toolchain is None)
+        assert fmt.describe(fmt.int8)
+        assert 0 < fmt.verify.tolerance < 1e-3 and 0 < fmt.verify.min_cosine <= 1 and 0 < fmt.verify.min_agreement <= 1
+        assert format_for_path("model" + fmt.suffix) == name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        REGISTRY["onnx"].name = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("path, fmt", [
+    ("m.onnx", "onnx"), ("M.XML", "openvino"), ("m.pt", "torchscript"), ("m.ts", "torchscript"),
+    ("m.jit", "torchscript"), ("m.torchscript", "torchscript"), ("m.pt2", "pt2"), ("m.tflite", "tflite"),
+    ("m.bin", None), ("m", None),
+])
+def test_format_for_path(path, fmt):
+    assert format_for_path(path) == fmt
+
+
+def test_runtime_lookups():
+    assert format_of_runtime("torch") is None  # timed eagerly, not from a file
+    assert format_of_runtime("litert").name == "tflite" and runtime_package("litert") == "ai-edge-litert"
+    assert format_of_runtime("onnxruntime").name == "onnx"
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        format_of_runtime("tensorrt")
+    with pytest.raises(ValueError, match="unknown export format 'keras'; choose one of: onnx, openvino"):
+        get_format("keras")
+
+
+# ----------------------------------------------------------------------------- CPU features
+
+def test_cpu_features_of_this_machine():
+    f = deploy.cpu_features()
+    assert f.cores >= 1 and f.brand and f.source in ("py-cpuinfo", "torch.backends.cpu")
+    assert f.bf16 == (f.avx512_bf16 or f.amx) and f.vnni == (f.avx512_vnni or f.avx_vnni)
+    assert deploy.machine_signature() == f.signature() and f.brand in f.signature()
+    assert "\n" not in f.summary() and f.summary().startswith("CPU: ")
+
+
+def test_cpu_features_without_py_cpuinfo(monkeypatch):
+    import torch
+
+    monkeypatch.setitem(sys.modules, "cpuinfo", None)  # import fails as if not installed
+    cpu_mod.cpu_features.cache_clear()
+    try:
+        f = cpu_mod.cpu_features()
+    finally:
+        cpu_mod.cpu_features.cache_clear()
+    assert f.source == "torch.backends.cpu" and not (f.avx512_vnni or f.avx512_bf16 or f.amx)
+    assert f.avx2 == (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
+
+
+def test_flag_spellings():
+    # /proc/cpuinfo writes avx512_vnni and amx_tile, cpuid-based tools avx512vnni
+    f = CpuFeatures.from_flags("GenuineIntel", "x", 4, {"avx2", "avx512f", "avx512vnni", "avx512_bf16", "amx_tile"},
+                            "test")
+    assert f.flags() == ["avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx"]
+    assert f.vnni and f.bf16
+    assert "avx2+avx512+avx512_vnni+avx512_bf16+amx" in f.signature()
+    assert "bf16 not accelerated" in AVX2_ONLY.summary() and "int8 without VNNI" in AVX2_ONLY.summary()
+
+
+# ----------------------------------------------------------------------------- ONNX Runtime int8 per CPU
+
+def test_ort_int8_settings_depend_on_vnni():
+    with_vnni, without = ort_int8_settings(SAPPHIRE_RAPIDS), ort_int8_settings(AVX2_ONLY)
+    assert with_vnni["reduce_range"] is False and without["reduce_range"] is True  # 7-bit weights: no saturation
+    for s in (with_vnni, without):
+        assert s["activation_type"] == "QUInt8" and s["weight_type"] == "QInt8" and s["per_channel"]
+    avx_vnni_only = dataclasses.replace(AVX2_ONLY, avx_vnni=True)  # Alder Lake: VNNI without AVX-512
+    assert ort_int8_settings(avx_vnni_only)["reduce_range"] is False
+
+
+def test_ort_int8_settings_default_to_this_cpu(monkeypatch):
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY)
+    assert ort_int8_settings()["reduce_range"] is True
+    assert "reduce_range" in REGISTRY["onnx"].describe(True)
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: SAPPHIRE_RAPIDS)
+    assert ort_int8_settings()["reduce_range"] is False
+    assert "reduce_range" not in REGISTRY["onnx"].describe(True) and "per-channel" in REGISTRY["onnx"].describe(True)
