@@ -371,10 +371,14 @@ def test_int8_pt2_export(tmp_path):
 @pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.skipif(not (HAS["openvino"] and HAS["nncf"] and HAS["litert"]), reason="openvino/nncf/ai-edge-litert missing")
-@pytest.mark.parametrize("fmt", ["openvino", "tflite"])
+@pytest.mark.parametrize("fmt", ["openvino", "tflite", "onnx"])
 def test_int8_accuracy_on_official_weights(tmp_path, fmt):
     """Our int8 export of Google's 0.5-160 weights keeps top-1 on the 100 ImageNet samples
-    within 1 point of LiteRT running Google's own uint8 file (calibrated on 50 of them)."""
+    within 1 point of LiteRT running Google's own uint8 file (calibrated on 50 of them), and agrees
+    with fp32 on ≥ 95 of the 100 — on CPUs with and without VNNI, whose quantization settings
+    differ (formats/onnx.py, formats/openvino.py). One exception, measured and documented: NNCF's
+    best setting without VNNI agrees on 93/100 (top-1 74%, above Google's 73%); the bound there is 92."""
+    from mobilenets.deploy.cpu import cpu_features
     from conftest import need_data
 
     from mobilenets.data import list_images, quantize_input
@@ -387,8 +391,8 @@ def test_int8_accuracy_on_official_weights(tmp_path, fmt):
     paths = list_images([folder])
     x = torch.stack([classifier.preprocess(p) for p in paths]).numpy()
     y = np.array([imagenet_target(p) + 1 for p in paths])  # index 0 is "background"
-    report = export(model, fmt, tmp_path / ("q.xml" if fmt == "openvino" else "q.tflite"), int8=True,
-                    calibration=x[::2], calibration_images=50)
+    report = export(model, fmt, tmp_path / {"openvino": "q.xml", "tflite": "q.tflite", "onnx": "q.onnx"}[fmt],
+                    int8=True, calibration=x[::2], calibration_images=50)
     int8 = open_runtime(report.path, fmt, precision="int8").run_all(x).argmax(1)
     with torch.no_grad():
         fp32 = model(torch.from_numpy(x)).numpy().argmax(1)
@@ -407,7 +411,8 @@ def test_int8_accuracy_on_official_weights(tmp_path, fmt):
             (("int8", int8), ("fp32", fp32), ("litert", np.array(google)))}
     assert top1["int8"] >= top1["litert"] - 1.0, top1
     assert top1["int8"] >= top1["fp32"] - 3.0, top1
-    assert float((int8 == fp32).mean()) >= 0.9
+    agreement = int((int8 == fp32).sum())
+    assert agreement >= (92 if fmt == "openvino" and not cpu_features().vnni else 95), (agreement, top1)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -101,17 +101,31 @@ def test_flag_spellings():
 
 def test_ort_int8_settings_depend_on_vnni():
     with_vnni, without = ort_int8_settings(SAPPHIRE_RAPIDS), ort_int8_settings(AVX2_ONLY)
-    assert with_vnni["reduce_range"] is False and without["reduce_range"] is True  # 7-bit weights: no saturation
+    # VNNI: U8S8, exact there. Without: U8U8 (no u8·s8 saturation), bias-corrected on the uint8 grid
+    assert with_vnni["weight_type"] == "QInt8" and with_vnni["weight_grid"] == "s8"
+    assert without["weight_type"] == "QUInt8" and without["weight_grid"] == "u8"
     for s in (with_vnni, without):
-        assert s["activation_type"] == "QUInt8" and s["weight_type"] == "QInt8" and s["per_channel"]
+        assert s["activation_type"] == "QUInt8" and s["per_channel"] and not s["reduce_range"]
+        assert s["extra_options"]["WeightSymmetric"] is True
     avx_vnni_only = dataclasses.replace(AVX2_ONLY, avx_vnni=True)  # Alder Lake: VNNI without AVX-512
-    assert ort_int8_settings(avx_vnni_only)["reduce_range"] is False
+    assert ort_int8_settings(avx_vnni_only)["weight_type"] == "QInt8"
 
 
 def test_ort_int8_settings_default_to_this_cpu(monkeypatch):
     monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY)
-    assert ort_int8_settings()["reduce_range"] is True
-    assert "reduce_range" in REGISTRY["onnx"].describe(True)
+    assert ort_int8_settings()["weight_type"] == "QUInt8"
+    assert "U8U8" in REGISTRY["onnx"].describe(True)
     monkeypatch.setattr(cpu_mod, "cpu_features", lambda: SAPPHIRE_RAPIDS)
-    assert ort_int8_settings()["reduce_range"] is False
-    assert "reduce_range" not in REGISTRY["onnx"].describe(True) and "per-channel" in REGISTRY["onnx"].describe(True)
+    assert ort_int8_settings()["weight_type"] == "QInt8"
+    assert "U8U8" not in REGISTRY["onnx"].describe(True) and "per-channel" in REGISTRY["onnx"].describe(True)
+
+
+def test_nncf_settings_depend_on_vnni(monkeypatch):
+    from mobilenets.deploy.formats.openvino import nncf_settings
+
+    assert nncf_settings(SAPPHIRE_RAPIDS) == {"overflow_fix": None, "keep_fp32": ()}
+    assert nncf_settings(AVX2_ONLY) == {"overflow_fix": "ENABLE", "keep_fp32": ("classifier",)}
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY)
+    assert "overflow_fix=ENABLE" in REGISTRY["openvino"].describe(True)
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: SAPPHIRE_RAPIDS)
+    assert "overflow_fix" not in REGISTRY["openvino"].describe(True)
