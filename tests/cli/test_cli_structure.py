@@ -16,7 +16,7 @@ from mobilenets.cli import base, main
 from mobilenets.cli import train as cli_train
 
 CLI_DIR = Path(cli.__file__).parent
-GROUPS = ("model", "inference", "detect", "train", "deploy")
+GROUPS = ("model", "inference", "detect", "train", "deploy", "env")
 
 
 def _subparsers(parser):
@@ -44,7 +44,7 @@ def test_command_groups_import_only_base_and_the_library(group):
 def test_every_command_is_registered_in_order():
     assert list(_subparsers(cli.build_parser())) == [
         "summary", "table", "list-models", "predict", "evaluate", "detect", "train", "experiment", "export", "bench",
-        "select"]
+        "select", "env"]
 
 
 def test_every_option_and_argument_has_help():

@@ -119,7 +119,8 @@ def test_make_runner_returns_logits():
     assert tuple(fn().shape) == (1, 7)
 
 
-def test_default_runtime_is_installed():
+def test_default_runtime_is_installed(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))  # no probe of this machine: the fallback order
     assert default_runtime("cpu") in ("openvino", "onnxruntime", "torch")
     assert default_runtime("cuda") == "torch"
     if HAS_OV:
@@ -183,3 +184,25 @@ def test_cli_bench_errors(capsys, argv, match):
     rc = main(argv)
     err = capsys.readouterr().err
     assert rc == 2 and match in err and err.count("\n") == 1
+
+
+def test_probe_decides_the_default_runtime_per_machine(monkeypatch, tmp_path):
+    """A probe cached for this machine's signature picks the default; another machine's is ignored."""
+    import json
+
+    from mobilenets.deploy import cpu
+    from mobilenets.deploy.probe import load_probe, probe_path
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    fallback = default_runtime("cpu", "fp32")
+    data = {"version": 1, "machine": cpu.machine_signature(), "config": "0.5 MobileNet-128", "threads": 2,
+            "results": [{"runtime": "onnxruntime", "precision": "fp32", "median_ms": 1.0},
+                        {"runtime": "openvino", "precision": "fp32", "median_ms": 2.0},
+                        {"runtime": "onnxruntime", "precision": "int8", "median_ms": 3.0}]}
+    probe_path().parent.mkdir(parents=True)
+    probe_path().write_text(json.dumps(data))
+    assert load_probe() is not None
+    if HAS_ORT:
+        assert default_runtime("cpu", "fp32") == "onnxruntime" and default_runtime("cpu", "int8") == "onnxruntime"
+    probe_path().write_text(json.dumps({**data, "machine": "some other CPU"}))
+    assert load_probe() is None and default_runtime("cpu", "fp32") == fallback

@@ -54,6 +54,15 @@ def _precision(args: argparse.Namespace) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..deploy.bench import benchmark, format_markdown, write_results
 
+    if args.probe:
+        from ..deploy.probe import probe_path, run_probe
+
+        data = run_probe(threads=args.threads or 2)
+        for r in sorted(data["results"], key=lambda r: (r["precision"], r["median_ms"])):
+            print(f"{r['precision']:<5} {r['runtime']:<12} {r['median_ms']:8.3f} ms  ({data['config']}, batch 1)")
+        print(f"\nsaved {probe_path()}: the default runtime per precision on this machine")
+        return 0
+
     results = benchmark(args.widths, args.resolutions, runtime=args.runtime, precision=_precision(args),
                         device=args.device, threads=args.threads, batch=args.batch, warmup=args.warmup,
                         iters=args.iters, compile=args.compile, progress=not args.no_progress)
@@ -127,6 +136,9 @@ def register(sub: Any) -> None:
     p.add_argument("--warmup", type=count_type(0, "--warmup"), default=10, metavar="N", help="untimed calls first (default 10)")
     p.add_argument("--compile", action="store_true", help="torch runtime: torch.compile (inductor) the model")
     p.add_argument("--out", default="bench", metavar="DIR", help="output folder (default ./bench)")
+    p.add_argument("--probe", action="store_true",
+                   help="instead: re-measure this machine (each installed runtime × precision on one small model, "
+                        "cached per machine) for the default runtimes `bench`, `select` and `env` use")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

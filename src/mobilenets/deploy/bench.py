@@ -73,11 +73,17 @@ def default_runtime(device: str = "cpu", precision: str = "fp32") -> str:
     fp32 (1.0-224, our exports): OpenVINO 5.85 ms, ONNX Runtime 6.09, LiteRT 6.11: level
     within noise, OpenVINO first. bf16: OpenVINO, the only runtime with a bf16 CPU path
     (2.4 ms). int8 (0.5-160): LiteRT (XNNPACK) 0.63 ms, OpenVINO 0.81, ONNX Runtime 0.83.
-    PyTorch eager is 3-4× slower on a CPU. On CUDA, PyTorch (cuDNN, CUDA graphs). Pass
-    ``runtime`` to choose.
+    PyTorch eager is 3-4× slower on a CPU. That order is only the fallback: once this machine has
+    been probed (:mod:`.probe`, ``mobilenets bench --probe``) its own fastest runtime is the default.
+    On CUDA, PyTorch (cuDNN, CUDA graphs). Pass ``runtime`` to choose.
     """
     if device == "cuda":
         return EAGER_RUNTIME
+    from .probe import probed_runtime
+
+    measured = probed_runtime(precision)  # this machine's probe (`mobilenets bench --probe`), if made
+    if measured is not None and runtime_available(measured[0]):
+        return measured[0]
     for runtime in _CPU_RUNTIME_ORDER.get(precision, _CPU_RUNTIME_ORDER["fp32"]):
         if runtime_available(runtime):
             return runtime
