@@ -29,7 +29,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, recipe_default: str) -> None
 
     p.add_argument("--recipe", choices=tuple(RECIPES), help="paper: RMSprop as in the paper (TF-slim's settings); "
                    "cifar: fast 32x32 recipe (SGD + one-cycle); imagenet: modern (SGD cosine, label smoothing, "
-                   f"EMA). Default: {recipe_default}")
+                   "EMA); detection: ssd_tf (TF OD API ssd_mobilenet_v1_coco: RMSprop 0.004 at batch 24, x0.95 "
+                   f"every epoch), ssd_cosine (SGD cosine, torchvision's SSDLite reference). Default: {recipe_default}")
     p.add_argument("--epochs", type=count_type(1, "--epochs"), metavar="E", help="default: the recipe's")
     p.add_argument("--batch-size", type=count_type(1, "--batch-size"), metavar="B",
                    help="GLOBAL batch, split over all processes (default: the recipe's)")
@@ -66,8 +67,20 @@ def _add_train_parser(sub: Any) -> None:
                     "checkpoint.pt (every epoch, and on SIGTERM/SIGINT), best.pt, metrics.jsonl, summary.json and "
                     "TensorBoard events in RUN_DIR/tb. Under torchrun it trains with DDP. Exit status 0: finished; "
                     "2: bad input; 1: the loss diverged; 128+N: stopped by signal N after saving.")
-    p.add_argument("--data", metavar="PATH", help="ImageFolder tree or .tar.gz/.zip of one (not needed with --resume)")
+    p.add_argument("--data", metavar="PATH", help="ImageFolder tree or .tar.gz/.zip of one (not needed with --resume); "
+                   "with --task detection a COCO (annotations/instances_*.json) or YOLO (images/, labels/) folder "
+                   "or archive")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    from ..tasks import DETECTION_ARCHS, TASKS
+
+    g = p.add_argument_group("task")
+    g.add_argument("--task", choices=tuple(TASKS), help="classification (default) or detection")
+    g.add_argument("--arch", choices=DETECTION_ARCHS, help="with --task detection: ssd (default), ssdlite "
+                   "(3x3 depthwise predictors) or faster_rcnn; --init may give Google's TFLite SSD or one of our "
+                   "detectors to fine-tune, or a classifier file whose body to use")
+    g.add_argument("--freeze-backbone", action="store_true", default=None,
+                   help="with --task detection: freeze the MobileNet body and cache its feature maps on the device "
+                        "(no augmentation); only the extra layers and predictors train (practical on a CPU)")
     add_model_options(p, with_classes=False)
     p.add_argument("--num-classes", type=count_type(1, "--num-classes"), metavar="K",
                    help="classifier outputs (default: the number of class folders)")
@@ -221,6 +234,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         import signal
 
         return 128 + int(getattr(signal, summary.get("signal") or "SIGTERM"))
+    if not args.json and summary.get("val_map") is not None:
+        print(f"val mAP@[.5:.95] {summary['val_map']:.3f}  mAP@.5 {summary['val_map50']:.3f}  (best "
+              f"{summary['best_val_map']:.3f} at epoch {summary['best_epoch']})  {summary['mult_adds'] / 1e6:.1f} M "
+              f"Mult-Adds  {summary['wall_seconds']:.0f} s  -> {summary['run_dir']}")
     if not args.json and summary.get("val_top1") is not None:
         print(f"val top-1 {summary['val_top1']:.2f}%  top-5 {summary['val_top5']:.2f}%  (best "
               f"{summary['best_val_top1']:.2f}% at epoch {summary['best_epoch']})  {summary['mult_adds'] / 1e6:.1f} M "

@@ -16,6 +16,7 @@ from .bench import (
 )
 from .calibration import load_calibration
 from .cpu import CpuFeatures, cpu_features, machine_signature
+from .detector import DETECTOR_FORMATS, export_detector
 from .export import ExportReport, export, verify_export
 from .formats import FORMATS, INT8_FORMATS, REGISTRY, RUNTIMES, Format, format_for_path, get_format
 from .results import BenchResult, format_markdown, read_results, write_results
@@ -31,6 +32,8 @@ from .select import (
 )
 
 __all__ = [
+    "export_detector",
+    "DETECTOR_FORMATS",
            "ACCURACY_SOURCES",
            "FORMATS",
            "INT8_FORMATS",

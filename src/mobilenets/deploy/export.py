@@ -245,10 +245,23 @@ def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: st
         min_agreement: int8 only: the least top-1 agreement with fp32 on the verification
             images (default: the format's, 0.9).
 
+    A detector (Google's TFLite SSD file, a detection run, an :class:`SSDMobileNetV1`) exports its
+    raw graph (box encodings + sigmoid scores) to ONNX or OpenVINO, int8 through ONNX Runtime
+    (:func:`mobilenets.deploy.detector.export_detector`).
+
     Returns:
         An :class:`ExportReport`. Raises ``ValueError`` (one line) for bad options or a failed
         verification; then nothing is left at ``out``.
     """
+    from ..weights import is_detector_file, load_detector
+
+    if isinstance(model_or_weights, (str, os.PathLike)) and is_detector_file(model_or_weights):
+        model_or_weights = load_detector(model_or_weights)
+    if hasattr(model_or_weights, "forward_raw"):  # a detector: its raw graph (see deploy.detector)
+        from .detector import export_detector
+
+        return export_detector(model_or_weights, format, out, int8=int8, calibration=calibration,
+                               calibration_images=min(calibration_images, 64))
     start = time.perf_counter()
     out = Path(out)
     fmt = _check_options(format, out, batch, resolution, int8, calibration, calibration_images)

@@ -18,7 +18,7 @@ from .._utils import atomic_write
 from ..config import MobileNetConfig
 from ..data import cache_dir
 from . import cpu
-from .formats import RUNTIMES, EAGER_RUNTIME
+from .formats import EAGER_RUNTIME, RUNTIMES
 
 __all__ = ["PROBE_CONFIG", "probe_path", "load_probe", "run_probe", "probed_runtime", "precisions_to_probe"]
 

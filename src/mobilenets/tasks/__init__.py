@@ -6,6 +6,11 @@ default is :class:`ClassificationTask`. :func:`topk_correct` is the library's on
 
 from .base import Task, masked_mean
 from .classification import ClassificationTask
+from .detection import DETECTION_ARCHS, DetectionTask
 from .metrics import Sums, topk_correct
 
-__all__ = ["ClassificationTask", "Sums", "Task", "masked_mean", "topk_correct"]
+#: The tasks a run names (``TrainConfig.task``, ``mobilenets train --task``).
+TASKS = {"classification": ClassificationTask, "detection": DetectionTask}
+
+__all__ = ["DETECTION_ARCHS", "TASKS", "ClassificationTask", "DetectionTask", "Sums", "Task", "masked_mean",
+           "topk_correct"]

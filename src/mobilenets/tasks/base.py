@@ -43,6 +43,37 @@ class Task:
     log_keys: tuple[str, ...] = ("train_loss", "val_loss")  # the console line and TensorBoard
     summary_keys: tuple[str, ...] = ("val_loss", "train_loss")  # copied from the last epoch into the summary
 
+    # The hooks below let a task bring its own data, model and weights file; each returns None
+    # (or False) by default: the engine then does what it does for image classification.
+    default_recipe: str | None = None  # the recipe when none is given (None: the engine's choice)
+
+    def load_data(self, cfg: Any, dist: Any) -> Any | None:
+        """The run's splits (an object with ``root``, ``class_names``, ``mode``, ``train``, ``val``,
+        ``native_size``, ``skipped``), or None: the engine reads an image-classification folder."""
+        return None
+
+    def resolve_model(self, cfg: Any, data: Any) -> tuple[Any, Any, dict[str, Any], int, bool] | None:
+        """``(MobileNetConfig of the body, classifier init state or None, preprocessing {"mean", "std"},
+        input size, small-input stem)``, or None: the engine resolves a classifier from the options."""
+        return None
+
+    def device_data(self, data: Any, settings: Any, dist: Any, device: torch.device) -> Any | None:
+        """The batches on the device (the engine's ``DeviceData`` interface), or None: the engine's."""
+        return None
+
+    def build_model(self, settings: Any, device: torch.device) -> nn.Module | None:
+        """The network to train (on ``device``, with its initial weights), or None: a MobileNetV1."""
+        return None
+
+    def train_head(self, net: nn.Module) -> nn.Module | None:
+        """The part of a task-built network that ``--freeze-epochs`` keeps training."""
+        return None
+
+    def save_weights(self, path: Any, module: nn.Module, extra: dict[str, Any]) -> bool:
+        """Write a checkpoint or ``best.pt`` in the task's own weights format (``extra``: what the
+        engine stores beside the weights); False: the engine's format (:func:`save_checkpoint`)."""
+        return False
+
     def setup(self, settings: Any) -> None:
         """Called once with the run's resolved settings (:class:`mobilenets.train.RunSettings`)."""
 

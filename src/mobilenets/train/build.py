@@ -46,18 +46,20 @@ def _backends(s: RunSettings) -> None:
 
 
 def build_parts(s: RunSettings, model_config: MobileNetConfig, data: DeviceData, dist: Dist, device: torch.device,
-                init: Callable[[MobileNetV1], None] | None) -> TrainParts:
+                init: Callable[[MobileNetV1], None] | None, task: Any = None) -> TrainParts:
     """``init``: loads the --init weights into a new network (then BatchNorm is recalibrated on
-    the training data); None when resuming or training from scratch."""
+    the training data); None when resuming or training from scratch. ``task``: its
+    :meth:`~mobilenets.tasks.Task.build_model` may build the network instead (with its own init)."""
     _backends(s)
     torch.manual_seed(mix_seed(s.seed, "init"))
-    net = MobileNetV1(model_config)
-    if init is not None:
+    built = task.build_model(s, device) if task is not None else None
+    net = built if built is not None else MobileNetV1(model_config)
+    if init is not None and built is None:
         init(net)
     net.to(device)
     if s.channels_last:
         net.to(memory_format=torch.channels_last)
-    if init is not None:
+    if init is not None and built is None:
         recalibrate_batchnorm(net, data.calibration_batches())
     from ..analysis import cost
 
@@ -73,7 +75,8 @@ def build_parts(s: RunSettings, model_config: MobileNetConfig, data: DeviceData,
 
         ddp = DDP(net, device_ids=[dist.local_rank] if s.device == "cuda" else None)
         step_model = ddp
-    groups = param_groups(net, s.weight_decay, wd_all=s.wd_all, head=net.classifier)
+    head = task.train_head(net) if built is not None else net.classifier
+    groups = param_groups(net, s.weight_decay, wd_all=s.wd_all, head=head)
     return TrainParts(
         net=net, step_model=torch.compile(step_model) if s.compile else step_model, ddp=ddp,
         optimizer=make_optimizer(s.optimizer, groups, lr=s.lr, momentum=s.momentum, device=device),

@@ -9,6 +9,7 @@ holds everything a resumed run needs, and is also a weights file
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from .distributed import rng_state, set_rng_state
 from .settings import RunSettings
 
 __all__ = ["Checkpointer", "RunState", "previous_run"]
+
+_RUN_FORMATS = ("mobilenets", "mobilenets-detector")  # a classifier's run, a detector's (a task's own file)
 
 
 @dataclass
@@ -54,7 +57,7 @@ def previous_run(run_dir: Path, resume: bool, log: Any) -> dict[str, Any] | None
     except Exception as e:  # noqa: BLE001 - any failure to read means the same to the user
         raise ValueError(f"{ckpt}: unreadable checkpoint ({str(e).splitlines()[0][:100]}); "
                          "move it away to start over") from None
-    if not isinstance(prev, dict) or prev.get("format") != "mobilenets" or "settings" not in prev:
+    if not isinstance(prev, dict) or prev.get("format") not in _RUN_FORMATS or "settings" not in prev:
         raise ValueError(f"{ckpt}: not a training checkpoint of mobilenets; choose another --out")
     return prev
 
@@ -63,9 +66,15 @@ class Checkpointer:
     """Saves and restores a run. ``parts`` has ``net``, ``ema`` (or None), ``optimizer``, ``scaler``."""
 
     def __init__(self, run_dir: Path, settings: RunSettings, model_config: MobileNetConfig,
-                 class_names: list[str], train_config: dict[str, Any]) -> None:
+                 class_names: list[str], train_config: dict[str, Any],
+                 save_weights: Callable[[Path, nn.Module, dict[str, Any]], bool] | None = None) -> None:
         self.run_dir, self.s, self.model_config = run_dir, settings, model_config
         self.class_names, self.train_config = class_names, train_config
+        self._save_weights = save_weights  # a task's own weights format (False: ours)
+
+    def _write(self, path: Path, module: nn.Module, **extra: Any) -> None:
+        if self._save_weights is None or not self._save_weights(path, module, extra):
+            save_checkpoint(path, module, **extra)
 
     @property
     def path(self) -> Path:
@@ -101,10 +110,10 @@ class Checkpointer:
             extra["raw_model"] = {k: v.detach().cpu() for k, v in parts.net.state_dict().items()}
         if s.qat:
             extra["qat_ranges"] = fake_quant_ranges(parts.net)
-        save_checkpoint(self.path, self.eval_module(parts), **extra)
+        self._write(self.path, self.eval_module(parts), **extra)
 
     def save_best(self, parts: Any, state: RunState) -> None:
-        save_checkpoint(self.run_dir / "best.pt", self.eval_module(parts), **self._weights_info(),
+        self._write(self.run_dir / "best.pt", self.eval_module(parts), **self._weights_info(),
                         epoch=state.best["epoch"], metrics=state.history[-1], settings=self.s.to_dict())
 
     def restore(self, prev: dict[str, Any], parts: Any, main: bool) -> RunState:

@@ -20,7 +20,7 @@ from torch import nn
 
 from .._utils import mix_seed
 from ..data import skipped_message
-from ..tasks import ClassificationTask, Sums, Task
+from ..tasks import TASKS, Sums, Task
 from .batches import Batch, device_data, load_data
 from .build import build_parts, load_init
 from .checkpoint import Checkpointer, RunState, finished_summary, previous_run
@@ -43,7 +43,9 @@ class Engine:
 
     def __init__(self, cfg: TrainConfig, task: Task | None = None) -> None:
         check_config(cfg)
-        self.cfg, self.task = cfg, task if task is not None else ClassificationTask()
+        self.cfg, self.task = cfg, task if task is not None else TASKS[cfg.task]()
+        if cfg.arch is not None and self.task.name != "detection":
+            raise ValueError(f"--arch {cfg.arch} is a detector; add --task detection")
         self.run_dir = Path(cfg.out)
         self.device_type = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device_type == "cuda" and not torch.cuda.is_available():
@@ -86,8 +88,12 @@ class Engine:
             if prev is None:
                 raise ValueError("give the training data (--data PATH)")
             self.cfg = cfg = dataclasses.replace(cfg, data=prev["settings"]["data"])
-        self.data = load_data(cfg.data, cfg.loader, cfg.subset, cfg.val_subset, cfg.seed, self.dist)
-        r = resolve(cfg, self.data, world=self.dist.world, device_type=self.device_type, task=self.task.name)
+        task = self.task
+        self.data = task.load_data(cfg, self.dist) or load_data(cfg.data, cfg.loader, cfg.subset, cfg.val_subset,
+                                                                cfg.seed, self.dist)
+        r = resolve(cfg, self.data, world=self.dist.world, device_type=self.device_type, task=task.name,
+                    model=task.resolve_model, default_recipe=task.default_recipe, arch=getattr(task, "arch", None),
+                    freeze_backbone=bool(getattr(task, "freeze_backbone", False)))
         if prev is not None:
             check_resume(r.settings, prev, self.run_dir)
             if prev.get("class_names") != self.data.class_names:
@@ -95,14 +101,16 @@ class Engine:
         self.s = s = r.settings
         self.model_config = r.model_config
         self.task.setup(s)
-        self.batches = device_data(self.data, s, self.dist, self.device)
+        self.batches = task.device_data(self.data, s, self.dist, self.device) or device_data(self.data, s, self.dist,
+                                                                                             self.device)
         init = None
         if r.init_state is not None and prev is None:
             def init(net: nn.Module) -> None:
                 kept = load_init(net, *r.init_state, self.data.class_names, cfg.init)
                 log.note(f"initialized from {cfg.init} ({'all layers' if kept else 'new classifier'})")
-        self.parts = build_parts(s, self.model_config, self.batches, self.dist, self.device, init)
-        self.ckpt = Checkpointer(self.run_dir, s, self.model_config, self.data.class_names, cfg.to_dict())
+        self.parts = build_parts(s, self.model_config, self.batches, self.dist, self.device, init, task=task)
+        self.ckpt = Checkpointer(self.run_dir, s, self.model_config, self.data.class_names, cfg.to_dict(),
+                                 save_weights=task.save_weights)
         self.check_every = 1 if self.device_type == "cpu" else 10  # a host sync; cheap on a CPU
         self.total_steps = s.epochs * s.steps_per_epoch
         self.warmup_steps = round(s.warmup_epochs * s.steps_per_epoch)

@@ -19,7 +19,9 @@ import torch
 
 from ..config import MobileNetConfig
 from ..data import IMAGENET_PREPROCESS
+from ..tasks import DETECTION_ARCHS, TASKS
 from ..weights import read_weights
+from . import detection_recipes  # noqa: F401 - registers the detection recipes in RECIPES
 from .recipes import AMP_MODES, OPTIMIZER_DEFAULTS, OPTIMIZERS, RECIPES, SCHEDULES, Recipe
 
 __all__ = [
@@ -57,6 +59,12 @@ class TrainConfig:
 
     data: str | os.PathLike | None = None
     out: str | os.PathLike | None = None
+    # what to train: "classification" or "detection" (:data:`mobilenets.tasks.TASKS`); for detection
+    # ``arch`` ("ssd", "ssdlite", "faster_rcnn"), and ``freeze_backbone``: the body frozen, its maps
+    # computed once and kept on the device (no augmentation), only extra layers and predictors train
+    task: str = "classification"
+    arch: str | None = None
+    freeze_backbone: bool = False
     # model
     model: MobileNetConfig | None = None
     width: float | None = None
@@ -183,6 +191,8 @@ class RunSettings:
     val_images: int = field(metadata=_m())
     data: str = field(metadata=_m("data", identity=True))
     task: str = field(metadata=_m(identity=True, legacy="classification"))
+    arch: str | None = field(default=None, metadata=_m("arch", identity=True))
+    freeze_backbone: bool = field(default=False, metadata=_m("freeze_backbone", identity=True, legacy=False))
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -269,7 +279,9 @@ def check_config(cfg: TrainConfig) -> None:
     for value, allowed, what in ((cfg.recipe, tuple(RECIPES), "recipe"), (cfg.optimizer, OPTIMIZERS, "optimizer"),
                                  (cfg.schedule, SCHEDULES, "schedule"), (cfg.amp, AMP_MODES, "amp mode"),
                                  (cfg.device, ("cpu", "cuda"), "device"),
-                                 (cfg.loader, ("auto", "tensor", "folder"), "loader")):
+                                 (cfg.loader, ("auto", "tensor", "folder"), "loader"),
+                                 (cfg.task, tuple(TASKS), "task"),
+                                 (cfg.arch, DETECTION_ARCHS, "detection architecture (--arch)")):
         _check_choice(value, allowed, what)
     for name in ("epochs", "batch_size", "accum_steps", "subset", "val_subset", "threads"):
         v = getattr(cfg, name)
@@ -384,12 +396,16 @@ def _speed(cfg: TrainConfig, recipe: Recipe, device_type: str, small: bool) -> d
             "sync_bn": bool(cfg.sync_bn), "deterministic": bool(cfg.deterministic)}
 
 
-def resolve(cfg: TrainConfig, data: Any, *, world: int, device_type: str, task: str = "classification") -> Resolved:
+def resolve(cfg: TrainConfig, data: Any, *, world: int, device_type: str, task: str = "classification",
+            model: Any = None, default_recipe: str | None = None, arch: str | None = None,
+            freeze_backbone: bool = False) -> Resolved:
     """The settings of a run from its options, the recipe and the data (``data``: class names,
-    ``mode``, ``native_size`` and the train and val splits)."""
+    ``mode``, ``native_size`` and the train and val splits). ``model``: the task's
+    :meth:`~mobilenets.tasks.Task.resolve_model` (None, or returning None: a classifier's)."""
     small = data.mode == "tensor"
-    recipe = RECIPES[cfg.recipe or ("cifar" if small else "imagenet")]
-    model_config, init_state, preprocess, input_size, cifar_stem = _model_config(cfg, data)
+    recipe = RECIPES[cfg.recipe or default_recipe or ("cifar" if small else "imagenet")]
+    resolved = model(cfg, data) if model is not None else None
+    model_config, init_state, preprocess, input_size, cifar_stem = resolved or _model_config(cfg, data)
     if cfg.freeze_epochs and cfg.init is None:
         raise ValueError("--freeze-epochs freezes pretrained layers; give the weights with --init")
     opt = _optimization(cfg, recipe, world, len(data.train))
@@ -402,7 +418,8 @@ def resolve(cfg: TrainConfig, data: Any, *, world: int, device_type: str, task: 
         init=str(cfg.init) if cfg.init else None, qat=bool(cfg.qat),
         preprocess={"mean": list(preprocess["mean"]), "std": list(preprocess["std"]),
                     "crop": 1.0 if small else recipe.eval_crop, "resize": "tf_legacy_bilinear"},
-        train_images=len(data.train), val_images=len(data.val), data=str(cfg.data), task=task)
+        train_images=len(data.train), val_images=len(data.val), data=str(cfg.data), task=task, arch=arch,
+        freeze_backbone=bool(freeze_backbone))
     if not 0 <= settings.label_smoothing < 1:
         raise ValueError(f"label smoothing must be in [0, 1), got {settings.label_smoothing}")
     if settings.weight_decay < 0:

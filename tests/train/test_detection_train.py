@@ -1,0 +1,110 @@
+"""Detection training through the one engine: SSD on COCO128, resume after a signal gives the same
+metrics, the run's files load as detectors, bad input is one line and exit status 2."""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_image_folder, need_data
+
+from mobilenets.cli import main
+from mobilenets.tasks import DetectionTask
+from mobilenets.train import TIME_KEYS, TrainConfig, train
+
+
+def _metrics(run):
+    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIME_KEYS} for line in lines]
+
+
+class _SignalAt(DetectionTask):
+    """SIGTERM to itself at the n-th training step (the engine stops after that step and saves)."""
+
+    def __init__(self, at, **kw):
+        super().__init__(**kw)
+        self.at, self.calls = at, 0
+
+    def train_step(self, model, batch, sums):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().train_step(model, batch, sums)
+
+
+def _small(data, out, **kw):
+    # 8 images, α 0.25 at 128 px (grids 8, 4, 2, 1, 1, 1), 2 steps an epoch
+    return TrainConfig(task="detection", arch="ssd", data=data, out=out, width=0.25, resolution=128, subset=8,
+                       val_subset=8, batch_size=4, device="cpu", workers=0, threads=1, progress=False,
+                       tensorboard=False, verbose=False, **{"epochs": 3, **kw})
+
+
+def test_detection_run_resumes_exactly_after_a_signal_and_loads_as_a_detector(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "cache"))
+    data = need_data("coco128.tar.gz")
+    ref = train(_small(data, tmp_path / "ref"))
+    assert ref["status"] == "finished" and ref["settings"]["task"] == "detection"
+    metrics = _metrics(tmp_path / "ref")
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert {"train_loss", "val_map", "val_map50", "best_val_map"} <= set(metrics[0])
+    assert "images_per_second" in json.loads((tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()[0])
+
+    cut = train(_small(data, tmp_path / "cut"), task=_SignalAt(3))  # SIGTERM in epoch 2, after its 1st step
+    assert cut["status"] == "interrupted"
+    assert train(_small(data, tmp_path / "cut", resume=True))["status"] == "finished"
+    assert _metrics(tmp_path / "cut") == metrics
+
+    from mobilenets.weights import load_detector
+
+    for f in ("best.pt", "checkpoint.pt"):
+        model = load_detector(tmp_path / "ref" / f)
+        assert type(model).__name__ == "SSDMobileNetV1" and model.resolution == 128
+    payload = torch.load(tmp_path / "ref" / "best.pt", weights_only=True)
+    assert payload["format"] == "mobilenets-detector" and payload["arch"] == "ssd"
+
+
+def test_detection_run_stopped_mid_epoch_2_resumes_to_the_same_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "cache"))
+    data = need_data("coco128.tar.gz")
+    ref = train(_small(data, tmp_path / "ref", freeze_backbone=True, epochs=2))
+    cut = train(_small(data, tmp_path / "cut", freeze_backbone=True, epochs=2), task=_SignalAt(3))
+    assert cut["status"] == "interrupted"
+    ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert (ck["epoch"], ck["step_in_epoch"]) == (1, 1)
+    done = train(_small(data, tmp_path / "cut", freeze_backbone=True, epochs=2, resume=True))
+    assert done["status"] == "finished" and ref["status"] == "finished"
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "ref")
+
+
+def test_bad_detection_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "cache"))
+    folder = make_image_folder(tmp_path / "cls", {"train": 2, "val": 1}, classes=2)
+    assert main(["train", "--task", "detection", "--data", str(folder), "--out", str(tmp_path / "r"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "YOLO" in err
+    assert main(["train", "--task", "detection", "--arch", "yolo", "--data", str(folder), "--out",
+                 str(tmp_path / "r")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="unknown detection architecture"):
+        train(TrainConfig(task="detection", arch="yolo", data=folder, out=tmp_path / "r"))
+
+
+@pytest.mark.slow
+def test_ssd_overfits_16_coco128_images_from_googles_file_on_a_cpu(tmp_path, monkeypatch):
+    """Backbone frozen (maps cached), fine-tuned from Google's TFLite SSD: mAP@[.5:.95] > 0.5 on the
+    16 training images within 5 minutes."""
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "cache"))
+    data = need_data("coco128.tar.gz")
+    init = need_data("tflite", "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.tflite")
+    t0 = time.perf_counter()
+    s = train(TrainConfig(task="detection", arch="ssd", data=data, out=tmp_path / "run", init=init, subset=16,
+                          epochs=12, batch_size=4, lr=0.004, freeze_backbone=True, device="cpu", workers=0,
+                          threads=1, progress=False, tensorboard=False, verbose=False),
+              task=DetectionTask(val_split="train"))
+    took = time.perf_counter() - t0
+    assert s["status"] == "finished" and s["best_val_map"] > 0.5, s["best_val_map"]
+    assert took < 300, took
