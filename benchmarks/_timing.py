@@ -24,14 +24,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def cuda_machine(script: str) -> str | None:
-    """The GPU and host this run measures on, or ``None`` (after saying so) when there is no GPU."""
+def cuda_machine(script: str) -> str:
+    """The GPU and host this run measures on (printed); exits with status 2 when there is no GPU."""
     import sys
 
     if not torch.cuda.is_available():
         print(f"{script} needs a CUDA GPU; none is available here", file=sys.stderr)
-        return None
-    return (f"{machine()}; GPU: {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}")
+        raise SystemExit(2)
+    where = f"{machine()}; GPU: {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}"
+    print(f"machine: {where}")
+    return where
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], *, warmup: int = 5, rounds: int = 30,

@@ -138,10 +138,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--mode", default="default", help="torch.compile mode (e.g. max-autotune-no-cudagraphs)")
     args = ap.parse_args()
-    where = cuda_machine("train_gpu.py")
-    if where is None:
-        return 2
-    print(f"machine: {where}")
+    cuda_machine("train_gpu.py")
     if args.what in ("cifar", "all"):
         cifar(args)
     if args.what in ("throughput", "all"):

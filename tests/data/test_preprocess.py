@@ -5,15 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenets.data import (
-    central_crop,
-    dequantize_input,
-    list_images,
-    load_image,
-    quantize_input,
-    resize_bilinear_legacy,
-    tf_slim_preprocess,
-)
+from mobilenets.data import central_crop, dequantize_input, list_images, load_image
+from mobilenets.data import quantize_input, resize_bilinear_legacy, tf_slim_preprocess
 
 # Generated once with TensorFlow 2.21 (not needed to run this test):
 #   img = tf.image.convert_image_dtype(arr, tf.float32); img = tf.image.central_crop(img, 0.875)

@@ -14,7 +14,7 @@ import torch
 from conftest import make_image_folder, need_data
 
 import mobilenets
-import mobilenets.train.trainer as T
+import mobilenets.train as T
 from mobilenets.cli import main as cli_main
 from mobilenets.config import MobileNetConfig
 from mobilenets.inference import evaluate_dataset

@@ -23,12 +23,14 @@ __all__ = [
     "PROG",
     "CommandParser",
     "UsageError",
+    "add_command",
     "add_model_options",
     "batch_type",
     "config_from_args",
     "count_type",
     "device_type",
     "error",
+    "report_each",
     "float_type",
     "list_type",
     "quantity_type",
@@ -223,6 +225,36 @@ def config_from_args(args: argparse.Namespace) -> MobileNetConfig:
 
 
 # ----------------------------------------------------------------------------- running a command
+
+def add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` description is ``func``'s docstring and which runs ``func``."""
+    import inspect
+
+    p = sub.add_parser(name, help=help, description=inspect.cleandoc(func.__doc__ or help))
+    p.set_defaults(func=func)
+    return p
+
+
+def report_each(results: Any, as_json: bool, show: Callable[[Any], None],
+                after: Callable[[Any], None] | None = None) -> int:
+    """Print each per-image result (``.error``, ``.to_dict()``) as JSON or via ``show``; unreadable
+    images get one line on stderr and make the exit status 1, the rest are still reported."""
+    import json
+
+    status = 0
+    for result in results:
+        if result.error is not None:
+            error(result.error)
+            status = 1
+            continue
+        if as_json:
+            print(json.dumps(result.to_dict()), flush=True)
+        else:
+            show(result)
+        if after is not None:
+            after(result)
+    return status
+
 
 def error(message: object) -> None:
     """One line on stderr, ``mobilenets: error: ...``."""

@@ -17,6 +17,7 @@ from typing import Any
 from ..deploy import FORMATS, RUNTIMES
 from .base import (
     UsageError,
+    add_command,
     batch_type,
     count_type,
     float_type,
@@ -32,6 +33,10 @@ __all__ = ["cmd_bench", "cmd_export", "cmd_select", "register"]
 # ----------------------------------------------------------------------------- commands
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Export a weights file for deployment with BatchNorm folded into the convolutions and static
+    spatial shapes. The file is written under a temporary name, run in its own runtime against the
+    PyTorch model (fp32: outputs within 1e-4; int8: top-1 agreement reported), and only then renamed
+    into place; a failed check is an error and leaves no file."""
     from ..deploy.export import export, format_for_path
 
     fmt = args.format or format_for_path(args.out)
@@ -52,6 +57,8 @@ def _precision(args: argparse.Namespace) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Time each width × resolution in a runtime after warm-up: median and p90 latency and
+    throughput. Writes bench.csv, bench.md and bench.png (latency against Mult-Adds) to --out."""
     from ..deploy.bench import benchmark, format_markdown, write_results
 
     if args.probe:
@@ -73,6 +80,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
+    """Measure (or read from --bench-csv) each official (α, ρ)'s latency, keep those within the
+    params / Mult-Adds limits, and pick the most accurate on the latency-accuracy Pareto front
+    within --max-latency-ms. Exit status 1 when no model fits (the fastest is named)."""
     from ..deploy.select import select
 
     accuracy = args.accuracy or ("quant" if args.int8 else "tfslim")
@@ -104,12 +114,7 @@ def _runtime_options(p: argparse.ArgumentParser, iters: int = 50) -> None:
 
 def register(sub: Any) -> None:
     """Add ``export``, ``bench`` and ``select`` to the ``mobilenets`` subparsers."""
-    p = sub.add_parser(
-        "export", help="export weights to ONNX / OpenVINO / TorchScript / PT2 / TFLite, verified",
-        description="Export a weights file for deployment with BatchNorm folded into the convolutions and static "
-                    "spatial shapes. The file is written under a temporary name, run in its own runtime against "
-                    "the PyTorch model (fp32: outputs within 1e-4; int8: top-1 agreement reported), and only then "
-                    "renamed into place; a failed check is an error and leaves no file.")
+    p = add_command(sub, "export", cmd_export, "export weights to ONNX / OpenVINO / TorchScript / PT2 / TFLite, verified")
     p.add_argument("weights", metavar="WEIGHTS", help="TFLite, Keras .h5, .pt/.pth, .safetensors or a run directory")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from --out's extension)")
     p.add_argument("--out", required=True, metavar="FILE", help="output file (openvino: NAME.xml, NAME.bin beside it)")
@@ -122,12 +127,8 @@ def register(sub: Any) -> None:
     p.add_argument("--calibration-images", type=count_type(1, "--calibration-images"), default=100, metavar="N",
                    help="how many calibration images (a seeded random sample; default 100)")
     p.add_argument("--json", action="store_true", help="print the export report as one JSON object")
-    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser(
-        "bench", help="latency of each (α, ρ) on this machine: CSV, markdown table and plot",
-        description="Time each width × resolution in a runtime after warm-up: median and p90 latency and "
-                    "throughput. Writes bench.csv, bench.md and bench.png (latency against Mult-Adds) to --out.")
+    p = add_command(sub, "bench", cmd_bench, "latency of each (α, ρ) on this machine: CSV, markdown table and plot")
     p.add_argument("--widths", type=list_type(width_type, "--widths"), default=[1.0, 0.75, 0.5, 0.25],
                    metavar="A,A,..", help="width multipliers α (default 1,0.75,0.5,0.25)")
     p.add_argument("--resolutions", type=list_type(resolution_type, "--resolutions"), default=[224, 192, 160, 128],
@@ -139,13 +140,8 @@ def register(sub: Any) -> None:
     p.add_argument("--probe", action="store_true",
                    help="instead: re-measure this machine (each installed runtime × precision on one small model, "
                         "cached per machine) for the default runtimes `bench`, `select` and `env` use")
-    p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser(
-        "select", help="the most accurate (α, ρ) that fits a latency budget on this machine",
-        description="Measure (or read from --bench-csv) each official (α, ρ)'s latency, keep those within the "
-                    "params / Mult-Adds limits, and pick the most accurate on the latency-accuracy Pareto front "
-                    "within --max-latency-ms. Exit status 1 when no model fits (the fastest is named).")
+    p = add_command(sub, "select", cmd_select, "the most accurate (α, ρ) that fits a latency budget on this machine")
     p.add_argument("--max-latency-ms", required=True, type=float_type("--max-latency-ms"), metavar="L",
                    help="budget for the median latency of one call (batch --batch), in milliseconds")
     p.add_argument("--max-params", type=quantity_type("--max-params"), metavar="P", help="e.g. 2.6M")
@@ -158,4 +154,3 @@ def register(sub: Any) -> None:
     _runtime_options(p, iters=30)
     p.add_argument("--json", action="store_true",
                    help='print {"width", "resolution", "latency_ms", "top1", "pareto": [...], ...}')
-    p.set_defaults(func=cmd_select)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from .base import UsageError, error, float_type
+from .base import UsageError, add_command, float_type, report_each
 
 __all__ = ["cmd_detect", "register"]
 
@@ -32,6 +31,9 @@ def _draw(image_path: str, rows: list[dict[str, Any]], out_dir: Path) -> Path:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
+    """Boxes, labels and scores for each image (a directory means every image in it). The whole
+    image is resized to the detector's input (300×300 for Google's SSD file), as the TF Object
+    Detection API does; boxes are in the original image's pixels, highest score first."""
     from ..data import list_images
     from ..inference import Detector
     from ..weights import load_detector
@@ -45,31 +47,19 @@ def cmd_detect(args: argparse.Namespace) -> int:
             raise UsageError(f"--draw {out_dir}: exists and is not a folder; give a folder for the PNGs")
         out_dir.mkdir(parents=True, exist_ok=True)
     detector = Detector(load_detector(args.weights))
-    status = 0
-    for result in detector.detect(args.images, score=args.score):
-        if result.error is not None:
-            error(result.error)
-            status = 1
-            continue
-        if args.json:
-            print(json.dumps(result.to_dict()), flush=True)
-        else:
-            print(result.image)
-            for r in result.detections:
-                x1, y1, x2, y2 = r["box"]
-                print(f"  {r['score']:6.3f}  {r['label']} ({r['category_id']})  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
-        if out_dir is not None:
-            _draw(result.image, result.detections, out_dir)
-    return status
+    def show(result: Any) -> None:
+        print(result.image)
+        for r in result.detections:
+            x1, y1, x2, y2 = r["box"]
+            print(f"  {r['score']:6.3f}  {r['label']} ({r['category_id']})  [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
+
+    draw = (lambda result: _draw(result.image, result.detections, out_dir)) if out_dir is not None else None
+    return report_each(detector.detect(args.images, score=args.score), args.json, show, draw)
 
 
 def register(sub: Any) -> None:
     """Add ``detect`` to the ``mobilenets`` subparsers."""
-    p = sub.add_parser("detect", help="detect objects in images with a detector file",
-                       description="Boxes, labels and scores for each image (a directory means every image in "
-                                   "it). The whole image is resized to the detector's input (300×300 for Google's "
-                                   "SSD file), as the TF Object Detection API does; boxes are in the original "
-                                   "image's pixels, highest score first.")
+    p = add_command(sub, "detect", cmd_detect, "detect objects in images with a detector file")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
     p.add_argument("--weights", required=True, metavar="FILE",
                    help="a TFLite SSD MobileNet file (e.g. Google's coco_ssd_mobilenet_v1) or a detection run / "
@@ -79,4 +69,3 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help='one JSON object per line: {"image", "detections": '
                    '[{"label", "category_id", "score", "box": [x1, y1, x2, y2]}]}')
     p.add_argument("--draw", metavar="OUT_DIR", help="also write each image with its boxes drawn as OUT_DIR/<name>.png")
-    p.set_defaults(func=cmd_detect)

@@ -7,6 +7,8 @@ import importlib.metadata
 import json
 from typing import Any
 
+from .base import add_command
+
 __all__ = ["cmd_env", "environment", "register"]
 
 _PACKAGES = (("torch", "torch"), ("torchvision", "torchvision"), ("onnxruntime", "onnxruntime"),
@@ -50,6 +52,10 @@ def environment() -> dict[str, Any]:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
+    """CPU vendor and features (AVX2, AVX-512, VNNI, BF16, AMX), installed runtimes and their
+    versions, torch threads, and for fp32 / bf16 / int8 the runtime it runs in here (from this
+    machine's probe, `mobilenets bench --probe`, or the fallback order) or why it cannot run
+    accelerated."""
     env = environment()
     if args.json:
         print(json.dumps(env, indent=2))
@@ -70,10 +76,5 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add ``env`` to the ``mobilenets`` subparsers."""
-    p = sub.add_parser("env", help="this machine: CPU features, runtimes, what each precision runs as",
-                       description="CPU vendor and features (AVX2, AVX-512, VNNI, BF16, AMX), installed runtimes and "
-                                   "their versions, torch threads, and for fp32 / bf16 / int8 the runtime it runs in "
-                                   "here (from this machine's probe, `mobilenets bench --probe`, or the fallback "
-                                   "order) or why it cannot run accelerated.")
+    p = add_command(sub, "env", cmd_env, "this machine: CPU features, runtimes, what each precision runs as")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_env)

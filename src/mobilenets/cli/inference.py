@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .base import UsageError, count_type, device_type, error, require_device, resolution_type
+from .base import UsageError, count_type, device_type, report_each, require_device, resolution_type
 
 __all__ = ["cmd_evaluate", "cmd_predict", "register"]
 
@@ -24,19 +24,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not list_images(args.images):  # only empty directories were given
         raise UsageError(f"no images found in {', '.join(args.images)}")
     classifier = Classifier(_load_weights(args.weights, args))
-    status = 0
-    for pred in classifier.predict(args.images, top_k=args.top, batch_size=args.batch_size):
-        if pred.error is not None:
-            error(pred.error)
-            status = 1
-            continue
-        if args.json:
-            print(json.dumps(pred.to_dict()), flush=True)
-        else:
-            print(pred.image)
-            for t in pred.top:
-                print(f"  {t['prob']:7.4f}  {t['label']} ({t['index']})")
-    return status
+    def show(pred: Any) -> None:
+        print(pred.image)
+        for t in pred.top:
+            print(f"  {t['prob']:7.4f}  {t['label']} ({t['index']})")
+
+    return report_each(classifier.predict(args.images, top_k=args.top, batch_size=args.batch_size), args.json, show)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from .base import PROG, add_model_options, count_type, error, float_type
+from .base import PROG, add_command, add_model_options, count_type, error, float_type
 
 __all__ = ["cmd_experiment", "cmd_train", "config_from_train_args", "register"]
 
@@ -58,15 +58,7 @@ def register(sub: Any) -> None:
 def _add_train_parser(sub: Any) -> None:
     from ..train import OPTIMIZERS, SCHEDULES
 
-    p = sub.add_parser(
-        "train", help="train a MobileNet on an image folder or CIFAR-10 archive",
-        description="Train a MobileNet V1 on an ImageFolder tree (PATH/train/<class>/, PATH/val/ or PATH/test/) or "
-                    "an archive of one (e.g. cifar10-jpeg.tar.gz: small images are read in place, others extracted "
-                    "once into a cache). Small images are decoded once, kept on the device and augmented there. "
-                    "The input resolution defaults to the image size for small images, 224 otherwise. Writes RUN_DIR/"
-                    "checkpoint.pt (every epoch, and on SIGTERM/SIGINT), best.pt, metrics.jsonl, summary.json and "
-                    "TensorBoard events in RUN_DIR/tb. Under torchrun it trains with DDP. Exit status 0: finished; "
-                    "2: bad input; 1: the loss diverged; 128+N: stopped by signal N after saving.")
+    p = add_command(sub, "train", cmd_train, "train a MobileNet on an image folder or CIFAR-10 archive")
     p.add_argument("--data", metavar="PATH", help="ImageFolder tree or .tar.gz/.zip of one (not needed with --resume); "
                    "with --task detection a COCO (annotations/instances_*.json) or YOLO (images/, labels/) folder "
                    "or archive")
@@ -139,16 +131,10 @@ def _add_train_parser(sub: Any) -> None:
     g.add_argument("--no-tensorboard", action="store_true", default=None, help="no TensorBoard events")
     g.add_argument("--quiet", action="store_true", default=None, help="no per-epoch lines")
     g.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.set_defaults(func=cmd_train)
 
 
 def _add_experiment_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "experiment", help="retrain the models of the paper's Tables 4-7 on CIFAR-10",
-        description="Train the models one of the paper's Tables 4-7 compares (table4: separable vs full conv; "
-                    "table5: 0.75 narrow vs shallow; table6: α 1.0/0.75/0.5/0.25; table7: inputs 32/27/23/18 px, "
-                    "the paper's ρ applied to 32 px), each as a resumable run in DIR/<name>/, and write "
-                    "DIR/<table>.md, .csv and .png (accuracy vs Mult-Adds) beside the paper's ImageNet numbers.")
+    p = add_command(sub, "experiment", cmd_experiment, "retrain the models of the paper's Tables 4-7 on CIFAR-10")
     p.add_argument("table", choices=("table4", "table5", "table6", "table7", "all"),
                    help="which of the paper's tables to retrain (all: the four in turn)")
     p.add_argument("--data", required=True, metavar="PATH", help="e.g. ../shared/data/cifar10-jpeg.tar.gz")
@@ -156,7 +142,6 @@ def _add_experiment_parser(sub: Any) -> None:
                    help="experiment directory: one run per model in DIR/<name>/, the tables in DIR/<table>.md/.csv/.png")
     _add_run_options(p, recipe_default="cifar")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
-    p.set_defaults(func=cmd_experiment)
 
 
 # ----------------------------------------------------------------------------- building the config
@@ -220,6 +205,13 @@ def config_from_train_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a MobileNet V1 on an ImageFolder tree (PATH/train/<class>/, PATH/val/ or PATH/test/) or
+    an archive of one (e.g. cifar10-jpeg.tar.gz: small images are read in place, others extracted
+    once into a cache). Small images are decoded once, kept on the device and augmented there. The
+    input resolution defaults to the image size for small images, 224 otherwise. Writes
+    RUN_DIR/checkpoint.pt (every epoch, and on SIGTERM/SIGINT), best.pt, metrics.jsonl, summary.json
+    and TensorBoard events in RUN_DIR/tb. Under torchrun it trains with DDP. Exit status 0:
+    finished; 2: bad input; 1: the loss diverged; 128+N: stopped by signal N after saving."""
     from ..train import TrainingDiverged, train
 
     config = config_from_train_args(args)
@@ -247,6 +239,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
+    """Train the models one of the paper's Tables 4-7 compares (table4: separable vs full conv;
+    table5: 0.75 narrow vs shallow; table6: α 1.0/0.75/0.5/0.25; table7: inputs 32/27/23/18 px, the
+    paper's ρ applied to 32 px), each as a resumable run in DIR/<name>/, and write DIR/<table>.md,
+    .csv and .png (accuracy vs Mult-Adds) beside the paper's ImageNet numbers."""
     from ..train import TrainingDiverged, run_experiment
 
     options: dict[str, Any] = {}

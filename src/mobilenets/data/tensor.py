@@ -20,9 +20,6 @@ from .archives import _file_key, _writable_cache
 from .index import FolderIndex, _archive_tree
 from .preprocess import load_image, to_rgb8
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
-VAL_SPLITS = ("val", "validation", "test")
-SMALL_IMAGE_MAX = 64  # images up to this many pixels a side go the tensor path by default
 _DECODE_CACHE_MIN = 2000  # decoded sets at least this large are cached on disk
 _CACHE_VERSION = "1"
 

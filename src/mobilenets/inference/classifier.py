@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, ClassVar, Iterable, Iterator
 
 import torch
 
@@ -25,18 +25,27 @@ from ..data import (
 )
 from ..models import MobileNetV1, pretrained_cfg
 
-__all__ = ["Classifier", "Prediction"]
+__all__ = ["Classifier", "ImageResult", "Prediction"]
 
 
 @dataclass
-class Prediction:
+class ImageResult:
+    """One image's answer, or (``error``) why there is none; ``to_dict`` is its JSON line."""
+
     image: str
-    top: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    answer: ClassVar[str] = ""  # the field that holds the answer
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image": self.image, "top": self.top} if self.error is None else \
-            {"image": self.image, "error": self.error}
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, self.answer: getattr(self, self.answer)}
+
+
+@dataclass
+class Prediction(ImageResult):
+    top: list[dict[str, Any]] = field(default_factory=list)
+    answer: ClassVar[str] = "top"
 
 
 class Classifier:
@@ -85,7 +94,7 @@ class Classifier:
                 probs = self.probabilities(torch.stack(tensors))
                 values, indices = probs.topk(k, dim=1)
                 for p, vals, idxs in zip(ok, values.tolist(), indices.tolist()):
-                    results.append((p, Prediction(str(p), [
+                    results.append((p, Prediction(str(p), top=[
                         {"index": i, "label": self.labels[i], "prob": v} for v, i in zip(vals, idxs)])))
             order = {p: n for n, p in enumerate(chunk)}
             for _, pred in sorted(results, key=lambda r: order[r[0]]):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..data import load_image
 from ..data.labels import coco_category_names
+from .classifier import ImageResult
 
 __all__ = ["Detection", "Detector", "resize_for_detector", "evaluate_detector"]
 
@@ -25,13 +26,9 @@ def resize_for_detector(image: Image.Image, resolution: int) -> np.ndarray:
 
 
 @dataclass
-class Detection:
-    image: str
+class Detection(ImageResult):
     detections: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"image": self.image, "detections": self.detections}
+    answer: ClassVar[str] = "detections"
 
 
 class Detector:
@@ -73,7 +70,7 @@ class Detector:
                      "box": [round(float(v), 1) for v in b]}
                     for b, s, c in zip(d["boxes"][keep], d["scores"][keep], d["labels"][keep])]
             rows.sort(key=lambda r: -r["score"])
-            yield Detection(str(Path(path)), rows)
+            yield Detection(str(Path(path)), detections=rows)
 
 
 def evaluate_detector(model: torch.nn.Module, data: str | os.PathLike, *, split: str = "val",

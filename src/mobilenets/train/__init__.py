@@ -8,51 +8,14 @@ From Python::
 Another task (:class:`mobilenets.tasks.Task`) runs through the same engine: ``train(config, task=MyTask())``.
 """
 
+from .engine import TIME_KEYS, TrainingDiverged
 from .experiment import TABLES, ExperimentRun, run_experiment, write_reports
-from .recipes import (
-                      AMP_MODES,
-                      OPTIMIZER_DEFAULTS,
-                      OPTIMIZERS,
-                      RECIPES,
-                      SCHEDULES,
-                      ModelEma,
-                      Recipe,
-                      lr_factor,
-                      make_optimizer,
-                      param_groups,
-)
-from .trainer import (
-                      TIME_KEYS,
-                      RunSettings,
-                      TrainConfig,
-                      TrainingDiverged,
-                      build_model,
-                      fit,
-                      load_trained,
-                      train,
-)
+from .recipes import (AMP_MODES, OPTIMIZER_DEFAULTS, OPTIMIZERS, RECIPES, SCHEDULES, ModelEma, Recipe, lr_factor,
+                      make_optimizer, param_groups)
+from .settings import RunSettings, TrainConfig
+from .trainer import build_model, fit, load_trained, train
 
-__all__ = [
-                      "AMP_MODES",
-                      "OPTIMIZERS",
-                      "OPTIMIZER_DEFAULTS",
-                      "RECIPES",
-                      "SCHEDULES",
-                      "TABLES",
-                      "TIME_KEYS",
-                      "ExperimentRun",
-                      "ModelEma",
-                      "Recipe",
-                      "RunSettings",
-                      "TrainConfig",
-                      "TrainingDiverged",
-                      "build_model",
-                      "fit",
-                      "load_trained",
-                      "lr_factor",
-                      "make_optimizer",
-                      "param_groups",
-                      "run_experiment",
-                      "train",
-                      "write_reports",
-]
+__all__ = ["TrainConfig", "RunSettings", "train", "fit", "TrainingDiverged", "TIME_KEYS", "build_model",
+           "load_trained", "Recipe", "RECIPES", "OPTIMIZER_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
+           "ModelEma", "lr_factor", "make_optimizer", "param_groups", "TABLES", "ExperimentRun", "run_experiment",
+           "write_reports"]

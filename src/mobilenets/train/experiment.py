@@ -27,7 +27,8 @@ from typing import Any
 
 from .._utils import atomic_write, width_label
 from ..analysis import PAPER_ROWS
-from .trainer import TrainConfig, train
+from .settings import TrainConfig
+from .trainer import train
 
 __all__ = ["ExperimentRun", "TABLES", "run_experiment", "write_reports"]
 

@@ -21,7 +21,6 @@ from ..config import MobileNetConfig
 from ..data import IMAGENET_PREPROCESS
 from ..tasks import DETECTION_ARCHS, TASKS
 from ..weights import read_weights
-from . import detection_recipes  # noqa: F401 - registers the detection recipes in RECIPES
 from .recipes import AMP_MODES, OPTIMIZER_DEFAULTS, OPTIMIZERS, RECIPES, SCHEDULES, Recipe
 
 __all__ = [

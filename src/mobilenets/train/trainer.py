@@ -64,22 +64,10 @@ import torch
 from ..config import MobileNetConfig
 from ..models import MobileNetV1
 from ..tasks import Task
-from .engine import TIME_KEYS, Engine, TrainingDiverged
-from .recipes import RECIPES, Recipe
-from .settings import RunSettings, TrainConfig
+from .engine import Engine
+from .settings import TrainConfig
 
-__all__ = [
-    "RECIPES",
-    "TIME_KEYS",
-    "Recipe",
-    "RunSettings",
-    "TrainConfig",
-    "TrainingDiverged",
-    "build_model",
-    "fit",
-    "load_trained",
-    "train",
-]
+__all__ = ["build_model", "fit", "load_trained", "train"]
 
 
 def build_model(config: MobileNetConfig, *, cifar_stem: bool = False) -> MobileNetV1:

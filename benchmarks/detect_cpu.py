@@ -1,0 +1,183 @@
+"""SSD MobileNet V1 on the CPU: batch-1 latency, 2 threads, every path in one run, interleaved in
+turns (20 calls per turn, the first 5 not timed), plus COCO128 val mAP of the paths that change
+the numbers (int8).
+
+Paths (each timed end to end: preprocessed 300×300 input → detections after decoding and NMS):
+  ours  SSD α=0.75 (Google's weights, ported): PyTorch eager; ONNX Runtime fp32; OpenVINO fp32;
+        ONNX Runtime int8 (our export, calibrated on COCO128 train images)
+  peers LiteRT on Google's uint8 file (its own TFLite_Detection_PostProcess);
+        torchvision ssdlite320_mobilenet_v3_large (random weights) in PyTorch eager and ONNX Runtime
+
+    python benchmarks/detect_cpu.py [--rounds 15] [--no-map]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import interleaved_medians, machine, median_ms  # noqa: E402
+
+DATA = Path(os.environ.get("MOBILENETS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SSD_FILE = DATA / "tflite" / "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.tflite"
+
+
+def _ours(ssd, run_raw):
+    """A path: raw graph in some runtime, then our decode + NMS (the same for every runtime)."""
+    anchors = ssd.anchors_xyxy()
+
+    def detect(x: np.ndarray):
+        boxes, scores = run_raw(x)
+        logits = torch.logit(torch.from_numpy(np.asarray(scores)).clamp(1e-6, 1 - 1e-6))
+        return ssd.postprocess_detections({"bbox_regression": torch.from_numpy(np.asarray(boxes)),
+                                           "cls_logits": logits}, [anchors], [(300, 300)])
+    return detect
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--no-map", action="store_true", help="skip the COCO128 mAP of the int8 paths")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    import mobilenets
+    from mobilenets.deploy import cpu
+    from mobilenets.deploy.detector import DetectorGraph, export_detector, open_detector_runtime
+    from mobilenets.inference.detect import resize_for_detector
+    from mobilenets.data import load_image
+
+    if not SSD_FILE.is_file():
+        sys.exit(f"needs {SSD_FILE} (set MOBILENETS_DATA)")
+    print(f"machine: {machine()}\nCPU features: {cpu.cpu_features().summary()}")
+    ssd = mobilenets.load_detector(SSD_FILE)
+    graph = DetectorGraph(mobilenets.fuse(ssd)).eval()
+    image = resize_for_detector(load_image(DATA / "tflite" / "grace_hopper.bmp"), 300)
+    mean = np.asarray(ssd.transform.image_mean, np.float32)[None, :, None, None]
+    std = np.asarray(ssd.transform.image_std, np.float32)[None, :, None, None]
+    x = np.ascontiguousarray((image.transpose(2, 0, 1)[None].astype(np.float32) / 255 - mean) / std)
+    tmp = Path(tempfile.mkdtemp(prefix="detect-bench-"))
+    coco = DATA / "coco128.tar.gz"
+    export_detector(ssd, "onnx", tmp / "ssd.onnx")
+    export_detector(ssd, "openvino", tmp / "ssd.xml")
+    export_detector(ssd, "onnx", tmp / "ssd_int8.onnx", int8=True, calibration=coco, calibration_images=64)
+    def eager(a: np.ndarray):
+        with torch.no_grad():
+            return tuple(t.numpy() for t in graph(torch.from_numpy(a)))
+
+    raw = {
+        "ours PyTorch eager fp32": eager,
+        "ours ONNX Runtime fp32": open_detector_runtime(tmp / "ssd.onnx", "onnx", threads=2),
+        "ours OpenVINO fp32": open_detector_runtime(tmp / "ssd.xml", "openvino", threads=2),
+        "ours ONNX Runtime int8": open_detector_runtime(tmp / "ssd_int8.onnx", "onnx", threads=2, precision="int8"),
+    }
+    def timed(run_raw):
+        detect = _ours(ssd, run_raw)
+        return lambda: detect(x)
+
+    paths = {name: timed(fn) for name, fn in raw.items()}
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(SSD_FILE), num_threads=2)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]["index"]
+
+    def litert():
+        interp.set_tensor(inp, image[None])
+        interp.invoke()
+        return interp.get_tensor(interp.get_output_details()[0]["index"])
+    paths["LiteRT on Google's uint8 file"] = litert
+
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+    x320 = torch.randn(1, 3, 320, 320)
+
+    class TVRaw(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, t):
+            out = self.m.head(list(self.m.backbone(t).values()))
+            return out["bbox_regression"], out["cls_logits"]
+
+    tv_raw = TVRaw(tv).eval()
+    tv_anchors = None
+
+    def tv_post(boxes, logits):
+        nonlocal tv_anchors
+        if tv_anchors is None:
+            from torchvision.models.detection.image_list import ImageList
+
+            feats = list(tv.backbone(x320).values())
+            tv_anchors = tv.anchor_generator(ImageList(x320, [(320, 320)]), feats)
+        return tv.postprocess_detections({"bbox_regression": boxes, "cls_logits": logits}, tv_anchors, [(320, 320)])
+
+    @torch.no_grad()
+    def tv_eager():
+        return tv_post(*tv_raw(x320))
+    torch.onnx.export(tv_raw, (x320,), str(tmp / "tv.onnx"), dynamo=True, input_names=["x"]).save(str(tmp / "tv.onnx"))
+    import onnxruntime as ort
+    from mobilenets.deploy.formats.onnx import ort_session_options
+
+    sess = ort.InferenceSession(str(tmp / "tv.onnx"), ort_session_options(2), providers=["CPUExecutionProvider"])
+    xn = x320.numpy()
+
+    @torch.no_grad()
+    def tv_ort():
+        b, c = sess.run(None, {sess.get_inputs()[0].name: xn})
+        return tv_post(torch.from_numpy(b), torch.from_numpy(c))
+    paths["torchvision SSDLite320 MobileNetV3 eager"] = tv_eager
+    paths["torchvision SSDLite320 MobileNetV3 ONNX Runtime"] = tv_ort
+
+    times = interleaved_medians(paths, warmup=5, rounds=args.rounds, block=20, skip=5)
+    ref = median_ms(times["LiteRT on Google's uint8 file"])
+    print(f"\nbatch 1, 2 threads, {args.rounds} turns of 20 calls (first 5 untimed); ratio = path / LiteRT")
+    for name, t in sorted(times.items(), key=lambda kv: median_ms(kv[1])):
+        print(f"  {name:<48} {median_ms(t):8.2f} ms   {median_ms(t) / ref:5.2f}×")
+    if args.no_map:
+        return
+    from mobilenets.data.detection import open_detection_data
+    from mobilenets.tasks.coco_eval import coco_map
+
+    index = open_detection_data(coco, "val")
+    preds = {"ours ONNX Runtime int8": [], "ours ONNX Runtime fp32": [], "LiteRT on Google's uint8 file (raw decode)": []}
+    from mobilenets.weights.tflite_graph import read_tflite_graph
+
+    graph_info = read_tflite_graph(SSD_FILE)
+    post = next(op for op in graph_info.ops if "PostProcess" in op.op)
+    lite_raw = Interpreter(model_path=str(SSD_FILE), num_threads=2, experimental_preserve_all_tensors=True)
+    lite_raw.allocate_tensors()
+
+    def deq(i):
+        t, d = graph_info.tensors[i], lite_raw.get_tensor(i)
+        return (d.astype(np.float32) - t.zero_point[0]) * t.scale[0] if t.quantized else d
+
+    for s in index.samples:
+        a = resize_for_detector(load_image(s.path), 300)
+        xa = np.ascontiguousarray((a.transpose(2, 0, 1)[None].astype(np.float32) / 255 - mean) / std)
+        scale = torch.tensor([s.width, s.height] * 2, dtype=torch.float32) / 300
+        for name in ("ours ONNX Runtime int8", "ours ONNX Runtime fp32"):
+            d = _ours(ssd, raw[name])(xa)[0]
+            preds[name].append({**d, "boxes": d["boxes"] * scale})
+        lite_raw.set_tensor(lite_raw.get_input_details()[0]["index"], a[None])
+        lite_raw.invoke()
+        codes = deq(post.inputs[0])[:, :, [1, 0, 3, 2]]
+        d = _ours(ssd, lambda _x: (codes, deq(post.inputs[1])))(xa)[0]
+        preds["LiteRT on Google's uint8 file (raw decode)"].append({**d, "boxes": d["boxes"] * scale})
+    print(f"\nCOCO128 val2017 ({len(index)} images), decoded alike (sigmoid, NMS 0.6, top 100):")
+    for name, p in preds.items():
+        m = coco_map(p, index.samples)
+        print(f"  {name:<48} mAP {100 * m['map']:.2f}  AP50 {100 * m['map50']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
