@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..config import MobileNetConfig
+from ..models import MobileNetV1, create_model
 
 __all__ = ["LayerCost", "CostReport", "cost", "layer_type", "PAPER_LAYER_TYPES"]
 
@@ -176,13 +177,9 @@ def cost(
         A :class:`CostReport`: per-layer costs, ``mult_adds``, ``params``, ``paper_params``.
     """
     if isinstance(model, str):
-        from ..models import create_model
-
         with torch.device("meta"):
             model = create_model(model)
     elif isinstance(model, MobileNetConfig):
-        from ..models import MobileNetV1
-
         with torch.device("meta"):
             model = MobileNetV1(model)
     config = getattr(model, "config", None)

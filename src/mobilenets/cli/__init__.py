@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from .. import __version__
 from . import deploy, detect, env, inference, model, train
 from .base import PROG, CommandParser, run
 
@@ -24,8 +25,6 @@ _GROUPS = (model, inference, detect, train, deploy, env)  # the order of the com
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mobilenets`` parser with every command group registered."""
-    from .. import __version__
-
     parser = CommandParser(
         prog=PROG,
         description="MobileNet V1 (Howard et al., 2017): build any member of the family, count its exact "

@@ -18,6 +18,7 @@ from typing import Any
 
 from .._utils import MIN_RESOLUTION, check_int, check_number, check_resolution, check_width
 from ..config import ACTIVATIONS, OUTPUT_STRIDES, VARIANTS, MobileNetConfig
+from ..models import get_config
 
 __all__ = [
     "PROG",
@@ -217,8 +218,6 @@ _MODEL_ARGS = (("width", "width_multiplier"), ("resolution", "resolution"), ("va
 
 def config_from_args(args: argparse.Namespace) -> MobileNetConfig:
     """Build the one config object from the parsed model options."""
-    from ..models import get_config
-
     base = get_config(args.model) if getattr(args, "model", None) else MobileNetConfig()
     changes = {field: getattr(args, arg) for arg, field in _MODEL_ARGS if getattr(args, arg, None) is not None}
     return base.replace(**changes) if changes else base

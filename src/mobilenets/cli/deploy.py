@@ -15,6 +15,10 @@ import json
 from typing import Any
 
 from ..deploy import FORMATS, RUNTIMES
+from ..deploy.bench import benchmark, format_markdown, write_results
+from ..deploy.export import export, format_for_path
+from ..deploy.probe import probe_path, run_probe
+from ..deploy.select import select
 from .base import (
     UsageError,
     add_command,
@@ -37,8 +41,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     spatial shapes. The file is written under a temporary name, run in its own runtime against the
     PyTorch model (fp32: outputs within 1e-4; int8: top-1 agreement reported), and only then renamed
     into place; a failed check is an error and leaves no file."""
-    from ..deploy.export import export, format_for_path
-
     fmt = args.format or format_for_path(args.out)
     if fmt is None:
         raise UsageError(f"give --format ({'|'.join(FORMATS)}); it cannot be told from {args.out!r}")
@@ -59,11 +61,7 @@ def _precision(args: argparse.Namespace) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time each width × resolution in a runtime after warm-up: median and p90 latency and
     throughput. Writes bench.csv, bench.md and bench.png (latency against Mult-Adds) to --out."""
-    from ..deploy.bench import benchmark, format_markdown, write_results
-
     if args.probe:
-        from ..deploy.probe import probe_path, run_probe
-
         data = run_probe(threads=args.threads or 2)
         for r in sorted(data["results"], key=lambda r: (r["precision"], r["median_ms"])):
             print(f"{r['precision']:<5} {r['runtime']:<12} {r['median_ms']:8.3f} ms  ({data['config']}, batch 1)")
@@ -83,8 +81,6 @@ def cmd_select(args: argparse.Namespace) -> int:
     """Measure (or read from --bench-csv) each official (α, ρ)'s latency, keep those within the
     params / Mult-Adds limits, and pick the most accurate on the latency-accuracy Pareto front
     within --max-latency-ms. Exit status 1 when no model fits (the fastest is named)."""
-    from ..deploy.select import select
-
     accuracy = args.accuracy or ("quant" if args.int8 else "tfslim")
     selection = select(args.max_latency_ms, max_params=args.max_params, max_mult_adds=args.max_mult_adds,
                        accuracy=accuracy, runtime=args.runtime, precision=_precision(args),

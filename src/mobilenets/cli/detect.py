@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .._utils import atomic_write
+from ..data import list_images, load_image
+from ..inference import Detector
+from ..weights import load_detector
 from .base import UsageError, add_command, float_type, report_each
 
 __all__ = ["cmd_detect", "register"]
@@ -17,8 +21,6 @@ def _draw(image_path: str, rows: list[dict[str, Any]], out_dir: Path) -> Path:
     from PIL import Image
     from torchvision.utils import draw_bounding_boxes
 
-    from .._utils import atomic_write
-    from ..data import load_image
 
     image = torch.from_numpy(np.asarray(load_image(image_path)).copy()).permute(2, 0, 1)
     if rows:
@@ -34,10 +36,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
     """Boxes, labels and scores for each image (a directory means every image in it). The whole
     image is resized to the detector's input (300×300 for Google's SSD file), as the TF Object
     Detection API does; boxes are in the original image's pixels, highest score first."""
-    from ..data import list_images
-    from ..inference import Detector
-    from ..weights import load_detector
-
     paths = list_images(args.images)
     if not paths:
         raise UsageError(f"no images found in {', '.join(args.images)}")

@@ -7,6 +7,8 @@ import importlib.metadata
 import json
 from typing import Any
 
+from ..deploy import cpu, default_runtime
+from ..deploy.probe import load_probe, probe_path, probed_runtime
 from .base import add_command
 
 __all__ = ["cmd_env", "environment", "register"]
@@ -27,8 +29,6 @@ def environment() -> dict[str, Any]:
     """CPU features, installed runtimes, torch threads, and per precision the runtime it runs in."""
     import torch
 
-    from ..deploy import cpu, default_runtime
-    from ..deploy.probe import load_probe, probe_path, probed_runtime
 
     features = cpu.cpu_features()
     probe = load_probe()

@@ -6,21 +6,20 @@ import argparse
 import json
 from typing import Any
 
+from ..data import list_images
+from ..inference import Classifier, evaluate_dataset, evaluate_detector, evaluate_imagenet_folder
+from ..models import pretrained_cfg
+from ..weights import is_detector_file, load_detector, load_pretrained
 from .base import UsageError, count_type, device_type, report_each, require_device, resolution_type
 
 __all__ = ["cmd_evaluate", "cmd_predict", "register"]
 
 
 def _load_weights(path: str, args: argparse.Namespace) -> Any:
-    from ..weights import load_pretrained
-
     return load_pretrained(path, resolution=getattr(args, "resolution", None))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..data import list_images
-    from ..inference import Classifier
-
     if not list_images(args.images):  # only empty directories were given
         raise UsageError(f"no images found in {', '.join(args.images)}")
     classifier = Classifier(_load_weights(args.weights, args))
@@ -33,8 +32,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..inference import Classifier, evaluate_dataset, evaluate_imagenet_folder
-
     if args.weights:
         weights, data = args.weights, args.target
     else:
@@ -42,10 +39,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not weights or not data:
         raise UsageError("give the data folder and --weights FILE, or a run directory / weights file and --data PATH")
     require_device(args.device)
-    from ..weights import is_detector_file, load_detector
 
     if is_detector_file(weights):  # COCO mAP of a detector on a COCO or YOLO folder
-        from ..inference import evaluate_detector
 
         result = evaluate_detector(load_detector(weights, device=args.device or "cpu"), data,
                                    split=args.split or "val", progress=not args.no_progress)
@@ -59,7 +54,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = _load_weights(weights, args)
     if args.device:
         model = model.to(args.device)
-    from ..models import pretrained_cfg
 
     info = pretrained_cfg(model)
     if info is not None and info.class_names:

@@ -7,6 +7,8 @@ import argparse
 import json
 from typing import Any
 
+from ..analysis import cost, format_rows, reproduce
+from ..models import OFFICIAL_MODELS, MobileNetV1
 from .base import add_model_options, config_from_args
 
 __all__ = ["cmd_list_models", "cmd_summary", "cmd_table", "register"]
@@ -15,8 +17,6 @@ __all__ = ["cmd_list_models", "cmd_summary", "cmd_table", "register"]
 def cmd_summary(args: argparse.Namespace) -> int:
     import torch
 
-    from ..analysis import cost
-    from ..models import MobileNetV1
 
     config = config_from_args(args)
     with torch.device("meta"):
@@ -32,17 +32,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from ..analysis import format_rows, reproduce
-
     rows = reproduce()
     print(json.dumps(rows) if args.json else format_rows(rows))
     return 0
 
 
 def cmd_list_models(args: argparse.Namespace) -> int:
-    from ..analysis import cost
-    from ..models import OFFICIAL_MODELS
-
     rows = []
     for name, entry in OFFICIAL_MODELS.items():
         report = cost(entry.config)

@@ -18,6 +18,10 @@ import json
 import sys
 from typing import Any
 
+from ..config import MobileNetConfig
+from ..models import get_config
+from ..tasks import DETECTION_ARCHS, TASKS
+from ..train import AMP_MODES, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, TrainingDiverged, run_experiment, train
 from .base import PROG, add_command, add_model_options, count_type, error, float_type
 
 __all__ = ["cmd_experiment", "cmd_train", "config_from_train_args", "register"]
@@ -25,8 +29,6 @@ __all__ = ["cmd_experiment", "cmd_train", "config_from_train_args", "register"]
 
 def _add_run_options(p: argparse.ArgumentParser, *, recipe_default: str) -> None:
     """Options shared by ``train`` and ``experiment``."""
-    from ..train import AMP_MODES, RECIPES
-
     p.add_argument("--recipe", choices=tuple(RECIPES), help="paper: RMSprop as in the paper (TF-slim's settings); "
                    "cifar: fast 32x32 recipe (SGD + one-cycle); imagenet: modern (SGD cosine, label smoothing, "
                    "EMA); detection: ssd_tf (TF OD API ssd_mobilenet_v1_coco: RMSprop 0.004 at batch 24, x0.95 "
@@ -56,14 +58,11 @@ def register(sub: Any) -> None:
 
 
 def _add_train_parser(sub: Any) -> None:
-    from ..train import OPTIMIZERS, SCHEDULES
-
     p = add_command(sub, "train", cmd_train, "train a MobileNet on an image folder or CIFAR-10 archive")
     p.add_argument("--data", metavar="PATH", help="ImageFolder tree or .tar.gz/.zip of one (not needed with --resume); "
                    "with --task detection a COCO (annotations/instances_*.json) or YOLO (images/, labels/) folder "
                    "or archive")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
-    from ..tasks import DETECTION_ARCHS, TASKS
 
     g = p.add_argument_group("task")
     g.add_argument("--task", choices=tuple(TASKS), help="classification (default) or detection")
@@ -154,23 +153,17 @@ _NOT_DIRECT = frozenset({"model", "resume", "progress", "tensorboard", "verbose"
 
 def _direct_fields() -> tuple[str, ...]:
     """The TrainConfig fields that an option of the same name sets."""
-    from ..train import TrainConfig
-
     return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_DIRECT)
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields the command line set explicitly."""
-    from ..models import get_config
-
     out: dict[str, Any] = {k: getattr(args, k) for k in _direct_fields() if getattr(args, k, None) is not None}
     model = get_config(args.model) if getattr(args, "model", None) else None
     if model is not None and "resolution" not in out:
         out["resolution"] = model.resolution
     changes = {f: getattr(args, a) for a, f in _MODEL_FIELDS if getattr(args, a, None) is not None}
     if changes:
-        from ..config import MobileNetConfig
-
         model = (model or MobileNetConfig()).replace(**changes)
     if model is not None:
         out["model"] = model
@@ -190,7 +183,6 @@ def config_from_train_args(args: argparse.Namespace) -> Any:
 
     import torch
 
-    from ..train import TrainConfig
 
     given = _given(args)
     ckpt = Path(args.out) / "checkpoint.pt"
@@ -212,8 +204,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     RUN_DIR/checkpoint.pt (every epoch, and on SIGTERM/SIGINT), best.pt, metrics.jsonl, summary.json
     and TensorBoard events in RUN_DIR/tb. Under torchrun it trains with DDP. Exit status 0:
     finished; 2: bad input; 1: the loss diverged; 128+N: stopped by signal N after saving."""
-    from ..train import TrainingDiverged, train
-
     config = config_from_train_args(args)
     try:
         summary = train(config)
@@ -243,8 +233,6 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     table5: 0.75 narrow vs shallow; table6: α 1.0/0.75/0.5/0.25; table7: inputs 32/27/23/18 px, the
     paper's ρ applied to 32 px), each as a resumable run in DIR/<name>/, and write DIR/<table>.md,
     .csv and .png (accuracy vs Mult-Adds) beside the paper's ImageNet numbers."""
-    from ..train import TrainingDiverged, run_experiment
-
     options: dict[str, Any] = {}
     for k in ("amp", "workers", "compile", "threads"):
         if getattr(args, k, None) is not None:

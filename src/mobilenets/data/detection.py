@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from .._utils import mix_seed
 from .archives import ARCHIVE_SUFFIXES, extract_archive
-from .preprocess import IMAGE_EXTENSIONS
+from .preprocess import IMAGE_EXTENSIONS, load_image
 
 __all__ = ["COCO80_TO_91", "DetectionSample", "DetectionIndex", "DetectionDataset", "open_detection_data"]
 
@@ -193,8 +194,6 @@ class DetectionDataset:
         from torchvision import tv_tensors
         from torchvision.transforms import v2
 
-        from .._utils import mix_seed
-        from .preprocess import load_image
 
         s = self.index.samples[i]
         image = tv_tensors.Image(torch.from_numpy(np.asarray(load_image(s.path)).copy()).permute(2, 0, 1))

@@ -37,6 +37,7 @@ from ..models import MobileNetV1
 from ..quant import fuse, pt2e_quantize
 from . import cpu
 from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime, runtime_package
+from .probe import probed_runtime
 from .results import BenchResult, format_markdown, read_results, write_results
 from .runtime import open_runtime, runtime_available
 
@@ -79,7 +80,6 @@ def default_runtime(device: str = "cpu", precision: str = "fp32") -> str:
     """
     if device == "cuda":
         return EAGER_RUNTIME
-    from .probe import probed_runtime
 
     measured = probed_runtime(precision)  # this machine's probe (`mobilenets bench --probe`), if made
     if measured is not None and runtime_available(measured[0]):

@@ -18,7 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import list_images, load_image
+from ..data.detection import open_detection_data
+from ..inference.detect import resize_for_detector
+from ..quant import fuse
 from .export import ExportReport
+from .formats import REGISTRY
+from .formats.onnx import ort_session_options, write_onnx_int8
+from .formats.openvino import openvino_config
+from .support import need
 
 __all__ = ["DetectorGraph", "DETECTOR_FORMATS", "export_detector", "open_detector_runtime"]
 
@@ -41,15 +49,10 @@ def open_detector_runtime(path: str | os.PathLike, format: str, *, threads: int 
                           precision: str = "fp32") -> Any:
     """A function ``(N, 3, R, R) float32 → (boxes (N, A, 4), scores (N, A, C))`` running the file."""
     if format == "onnx":
-        from .formats.onnx import ort_session_options
-        from .support import need
-
         ort = need("onnxruntime", "onnxruntime", "running ONNX files")
         sess = ort.InferenceSession(str(path), ort_session_options(threads), providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         return lambda x: tuple(sess.run(None, {name: x}))
-    from .formats.openvino import openvino_config
-    from .support import need
 
     ov = need("openvino", "openvino", "running OpenVINO files")
     core = ov.Core()
@@ -70,15 +73,10 @@ def _inputs(detector: nn.Module, images: np.ndarray) -> np.ndarray:
 
 def _calibration_images(detector: nn.Module, source: Any, count: int) -> np.ndarray:
     """(N, R, R, 3) uint8 from a folder of images (or a detection dataset folder / archive)."""
-    from ..data import list_images, load_image
-    from ..inference.detect import resize_for_detector
-
     r = detector.resolution
     path = Path(source)
     files = list_images([path]) if path.is_dir() else []
     if not files:
-        from ..data.detection import open_detection_data
-
         files = [s.path for s in open_detection_data(path, "train").samples]
     arrays, skipped = [], 0
     for f in files[:count * 2]:
@@ -96,9 +94,6 @@ def _calibration_images(detector: nn.Module, source: Any, count: int) -> np.ndar
 def export_detector(detector: nn.Module, format: str, out: str | os.PathLike, *, int8: bool = False,
                     calibration: Any = None, calibration_images: int = 32, threads: int | None = None) -> ExportReport:
     """Write ``detector``'s raw graph as ``format`` (``onnx`` or ``openvino``) at ``out``, verified."""
-    from ..quant import fuse
-    from .formats import REGISTRY
-
     if format not in DETECTOR_FORMATS:
         raise ValueError(f"a detector exports to {', '.join(DETECTOR_FORMATS)}, not {format!r}")
     if int8 and format != "onnx":
@@ -122,8 +117,6 @@ def export_detector(detector: nn.Module, format: str, out: str | os.PathLike, *,
     try:
         tmp = tmpdir / out.name
         if int8:
-            from .formats.onnx import write_onnx_int8
-
             write_onnx_int8(graph, example, str(tmp), 1, x)
         else:
             fmt.write(graph, example, str(tmp), 1)

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..models import MobileNetV1
 from ..quant import fuse
-from ..weights import load_pretrained
+from ..weights import is_detector_file, load_detector, load_pretrained
 from .calibration import in_chans, load_calibration
 from .formats import FORMATS, INT8_FORMATS, Format, format_for_path, get_format
 from .runner import Runner
@@ -253,12 +253,10 @@ def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: st
         An :class:`ExportReport`. Raises ``ValueError`` (one line) for bad options or a failed
         verification; then nothing is left at ``out``.
     """
-    from ..weights import is_detector_file, load_detector
-
     if isinstance(model_or_weights, (str, os.PathLike)) and is_detector_file(model_or_weights):
         model_or_weights = load_detector(model_or_weights)
     if hasattr(model_or_weights, "forward_raw"):  # a detector: its raw graph (see deploy.detector)
-        from .detector import export_detector
+        from .detector import export_detector  # (it builds on this module's ExportReport)
 
         return export_detector(model_or_weights, format, out, int8=int8, calibration=calibration,
                                calibration_images=min(calibration_images, 64))

@@ -50,7 +50,7 @@ def precisions_to_probe() -> list[str]:
 
 def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 10) -> dict[str, Any]:
     """Time each installed runtime × precision (a few seconds per pair) and cache the medians."""
-    from .bench import make_runner, runtime_available
+    from .bench import make_runner, runtime_available  # bench's default_runtime reads this module
 
     runners, keys = [], []
     with tempfile.TemporaryDirectory(prefix="mobilenets-probe-") as tmp:

@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 from ..data import load_image
+from ..data.detection import open_detection_data
 from ..data.labels import coco_category_names
+from ..tasks.coco_eval import coco_map
 from .classifier import ImageResult
 
 __all__ = ["Detection", "Detector", "resize_for_detector", "evaluate_detector"]
@@ -80,8 +82,6 @@ def evaluate_detector(model: torch.nn.Module, data: str | os.PathLike, *, split:
     "map_large", "images"}``, fractions in [0, 1]."""
     from tqdm import tqdm
 
-    from ..data.detection import open_detection_data
-    from ..tasks.coco_eval import coco_map
 
     index = open_detection_data(data, split)
     if subset:

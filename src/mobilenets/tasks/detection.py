@@ -26,9 +26,12 @@ import torch
 from torch import nn
 
 from .._utils import mix_seed
+from ..config import MobileNetConfig
 from ..data import epoch_permutation
 from ..data.detection import DetectionDataset, DetectionIndex, open_detection_data
 from ..data.labels import coco_category_names
+from ..models.detection import TF_SSD_MEAN_STD, faster_rcnn_mobilenet_v1, freeze_batchnorm, ssd_mobilenet_v1
+from ..weights import is_detector_file, load_detector, load_pretrained, save_detector
 from .base import Task
 from .coco_eval import coco_map
 from .metrics import Sums
@@ -278,9 +281,6 @@ class DetectionTask(Task):
 
     def resolve_model(self, cfg: Any, data: Any) -> tuple[Any, None, dict[str, Any], int, bool]:
         """(the body's MobileNetConfig, no classifier init, preprocessing, input size, no small stem)."""
-        from ..config import MobileNetConfig
-        from ..models.detection import TF_SSD_MEAN_STD
-
         self.configure(cfg)
         r = cfg.input_size or cfg.resolution or _DEFAULT_RESOLUTION[self.arch]
         if self.arch != "faster_rcnn" and r < 64:
@@ -292,9 +292,6 @@ class DetectionTask(Task):
 
     def _initial(self, cfg: Any, r: int) -> tuple[nn.Module, dict[str, Any]]:
         """The detector to start from and the builder's options that rebuild it."""
-        from ..models.detection import faster_rcnn_mobilenet_v1, ssd_mobilenet_v1
-        from ..weights import is_detector_file, load_detector, load_pretrained
-
         head = "ssdlite" if self.arch == "ssdlite" else "ssd"
         torch.manual_seed(mix_seed(int(cfg.seed), "init"))  # new layers: the same for every session of a run
         if cfg.init is not None and is_detector_file(cfg.init):
@@ -315,8 +312,6 @@ class DetectionTask(Task):
                 build = {**common, "resolution": r, "head": head}
                 model = ssd_mobilenet_v1(**build)
                 if src.backbone.frozen_bn:
-                    from ..models.detection import freeze_batchnorm
-
                     freeze_batchnorm(model.backbone, extras=src.backbone.frozen_extras_bn)
             model.load_state_dict(src.state_dict())
             return model, build
@@ -340,8 +335,6 @@ class DetectionTask(Task):
 
     def build_model(self, settings: Any, device: torch.device) -> DetectionModel:
         """The run's model (with the ``init`` weights); with ``freeze_backbone`` the body is frozen."""
-        from ..models.detection import freeze_batchnorm
-
         torch.manual_seed(int(settings.seed))
         det = self._loaded  # resolve_model read the init file
         if det is None:
@@ -360,8 +353,6 @@ class DetectionTask(Task):
         return nn.ModuleList([d.head, d.backbone.extras]) if hasattr(d, "head") else d.roi_heads
 
     def save_weights(self, path: Any, module: nn.Module, extra: dict[str, Any]) -> bool:
-        from ..weights import save_detector
-
         arch = "faster_rcnn" if self.arch == "faster_rcnn" else "ssd"
         det = module.detector if isinstance(module, DetectionModel) else module
         save_detector(path, det, arch=arch, build=dict(self.build), task="detection", **extra)

@@ -10,8 +10,18 @@ Another task (:class:`mobilenets.tasks.Task`) runs through the same engine: ``tr
 
 from .engine import TIME_KEYS, TrainingDiverged
 from .experiment import TABLES, ExperimentRun, run_experiment, write_reports
-from .recipes import (AMP_MODES, OPTIMIZER_DEFAULTS, OPTIMIZERS, RECIPES, SCHEDULES, ModelEma, Recipe, lr_factor,
-                      make_optimizer, param_groups)
+from .recipes import (
+                      AMP_MODES,
+                      OPTIMIZER_DEFAULTS,
+                      OPTIMIZERS,
+                      RECIPES,
+                      SCHEDULES,
+                      ModelEma,
+                      Recipe,
+                      lr_factor,
+                      make_optimizer,
+                      param_groups,
+)
 from .settings import RunSettings, TrainConfig
 from .trainer import build_model, fit, load_trained, train
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .._utils import mix_seed
+from ..analysis import cost
 from ..config import MobileNetConfig
 from ..models import MobileNetV1
 from ..quant import enable_fake_quant, recalibrate_batchnorm
@@ -61,7 +62,6 @@ def build_parts(s: RunSettings, model_config: MobileNetConfig, data: DeviceData,
         net.to(memory_format=torch.channels_last)
     if init is not None and built is None:
         recalibrate_batchnorm(net, data.calibration_batches())
-    from ..analysis import cost
 
     report = cost(net, s.input_size)
     if s.qat:

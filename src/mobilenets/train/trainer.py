@@ -64,6 +64,7 @@ import torch
 from ..config import MobileNetConfig
 from ..models import MobileNetV1
 from ..tasks import Task
+from ..weights import load_pretrained
 from .engine import Engine
 from .settings import TrainConfig
 
@@ -78,8 +79,6 @@ def build_model(config: MobileNetConfig, *, cifar_stem: bool = False) -> MobileN
 def load_trained(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> MobileNetV1:
     """:func:`mobilenets.load_pretrained` of a run's checkpoint: its config carries the small-input
     stem and ``pretrained_cfg`` the input size it was trained at. Kept as the trainer's name for it."""
-    from ..weights import load_pretrained
-
     return load_pretrained(path, device=device)
 
 

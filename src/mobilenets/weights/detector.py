@@ -12,7 +12,9 @@ from torch import nn
 
 from .._utils import atomic_write
 from ..models import PretrainedInfo
-from ..models.detection import faster_rcnn_mobilenet_v1, ssd_mobilenet_v1
+from ..models.detection import faster_rcnn_mobilenet_v1, freeze_batchnorm, ssd_mobilenet_v1
+from .tflite_graph import read_tflite_graph
+from .tflite_ssd import is_tflite_ssd, read_tflite_ssd
 
 __all__ = ["load_detector", "save_detector", "is_detector_file", "DETECTOR_FORMAT"]
 
@@ -40,9 +42,6 @@ def is_detector_file(path: str | os.PathLike) -> bool:
     with open(path, "rb") as f:
         head = f.read(8)
     if head[4:8] == b"TFL3":
-        from .tflite_graph import read_tflite_graph
-        from .tflite_ssd import is_tflite_ssd
-
         try:
             return is_tflite_ssd(read_tflite_graph(path))
         except ValueError:
@@ -71,9 +70,6 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
     with open(path, "rb") as f:
         head = f.read(8)
     if head[4:8] == b"TFL3":
-        from ..models.detection import freeze_batchnorm
-        from .tflite_ssd import read_tflite_ssd
-
         build, state, info = read_tflite_ssd(path)
         model = ssd_mobilenet_v1(**build)
         freeze_batchnorm(model.backbone, extras=True)  # every BN of the file is a folded identity

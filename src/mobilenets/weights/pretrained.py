@@ -33,6 +33,8 @@ from .._utils import atomic_write
 from ..config import MobileNetConfig
 from ..data.preprocess import IMAGENET_PREPROCESS, TF_PREPROCESS
 from ..models import MobileNetV1, PretrainedInfo, pretrained_cfg
+from .keras import load_keras
+from .tflite import load_tflite
 
 __all__ = [
     "load_pretrained", "read_weights", "save_checkpoint", "atomic_write", "state_dict_config",
@@ -221,13 +223,9 @@ def read_weights(path: str | os.PathLike) -> tuple[MobileNetConfig, dict[str, to
         raise ValueError(f"{path}: no such weights file")
     kind = _sniff(path)
     if kind == "tflite":
-        from .tflite import load_tflite
-
         config, sd, info = load_tflite(path)
         info.setdefault("preprocess", TF_PREPROCESS)
     elif kind == "keras":
-        from .keras import load_keras
-
         config, sd, info = load_keras(path)
         info.setdefault("preprocess", TF_PREPROCESS)
     elif kind == "torch":

@@ -109,39 +109,15 @@ def read_tflite_ssd(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         convs += [(f"backbone.extras.{j}.reduce", reduce), (f"backbone.extras.{j}.expand", expand)]
         t = expand.outputs[0]
         maps.append(t)
-    used = {op.index for _, op in convs}
     post = next(op for op in graph.ops if op.op == _POSTPROCESS)
-    box_in, score_in, anchor_in = post.inputs[:3]
-
-    def destination(op: OpInfo) -> int | None:
-        """Which post-processing input (0 boxes, 1 scores) an op's output ends in."""
-        frontier = [op.outputs[0]]
-        while frontier:
-            cur = frontier.pop()
-            if cur == box_in:
-                return 0
-            if cur == score_in:
-                return 1
-            frontier += [o.outputs[0] for o in readers.get(cur, []) if o.op in _PASS and o.outputs]
-        return None
-
-    predictors: dict[tuple[int, int], OpInfo] = {}
-    for m, fmap in enumerate(maps):
-        for op in readers.get(fmap, []):
-            if op.op == "CONV_2D" and op.index not in used:
-                d = destination(op)
-                if d is not None:
-                    predictors[(m, d)] = op
-    missing = [(m, d) for m in range(len(maps)) for d in (0, 1) if (m, d) not in predictors]
-    if missing:
-        raise fail(f"feature map {missing[0][0]} has no {'box' if missing[0][1] == 0 else 'class'} predictor")
+    predictors = _find_predictors(graph, readers, maps, {op.index for _, op in convs}, post, fail)
     anchors_per_map = [tensors[predictors[(m, 0)].inputs[1]].shape[0] // 4 for m in range(len(maps))]
     num_classes = tensors[predictors[(0, 1)].inputs[1]].shape[0] // anchors_per_map[0]
     kernel = tensors[predictors[(0, 0)].inputs[1]].shape[1]
     if kernel != 1:
         raise fail(f"the box predictors are {kernel}×{kernel} convolutions, expected 1×1 (head='ssd')")
     state = _state_dict(graph, convs, predictors, anchors_per_map, num_classes)
-    anchors = dequantize(tensors[anchor_in]).reshape(-1, 4)
+    anchors = dequantize(tensors[post.inputs[2]]).reshape(-1, 4)
     scale, zero = (image.scale[0], image.zero_point[0]) if image.quantized else (None, None)
     if scale is not None:  # the file computes (q − zero)·scale = (q/255 − zero/255) / (1/(255·scale))
         mean, std = [zero / 255.0] * 3, [1.0 / (255.0 * scale)] * 3
@@ -164,6 +140,36 @@ def read_tflite_ssd(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
             "anchors_per_location": anchors_per_map, "config": config.to_dict(),
             "operators": len(graph.ops)}
     return build, state, info
+
+
+def _find_predictors(graph: TFLiteGraph, readers: dict[int, list[OpInfo]], maps: list[int], used: set[int],
+                     post: OpInfo, fail: Any) -> dict[tuple[int, int], OpInfo]:
+    """Per feature map m, its box (0) and class (1) predictor: the convolutions reading the map
+    whose output ends in the post-processing op's box or score input."""
+    box_in, score_in = post.inputs[:2]
+
+    def destination(op: OpInfo) -> int | None:
+        frontier = [op.outputs[0]]
+        while frontier:
+            cur = frontier.pop()
+            if cur == box_in:
+                return 0
+            if cur == score_in:
+                return 1
+            frontier += [o.outputs[0] for o in readers.get(cur, []) if o.op in _PASS and o.outputs]
+        return None
+
+    predictors: dict[tuple[int, int], OpInfo] = {}
+    for m, fmap in enumerate(maps):
+        for op in readers.get(fmap, []):
+            if op.op == "CONV_2D" and op.index not in used:
+                d = destination(op)
+                if d is not None:
+                    predictors[(m, d)] = op
+    missing = [(m, d) for m in range(len(maps)) for d in (0, 1) if (m, d) not in predictors]
+    if missing:
+        raise fail(f"feature map {missing[0][0]} has no {'box' if missing[0][1] == 0 else 'class'} predictor")
+    return predictors
 
 
 def _state_dict(graph: TFLiteGraph, convs: list[tuple[str, OpInfo]], predictors: dict[tuple[int, int], OpInfo],
