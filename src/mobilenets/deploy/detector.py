@@ -92,7 +92,7 @@ def _calibration_images(detector: nn.Module, source: Any, count: int) -> np.ndar
 
 
 def export_detector(detector: nn.Module, format: str, out: str | os.PathLike, *, int8: bool = False,
-                    calibration: Any = None, calibration_images: int = 32, threads: int | None = None) -> ExportReport:
+                    calibration: Any = None, calibration_images: int = 16, threads: int | None = None) -> ExportReport:
     """Write ``detector``'s raw graph as ``format`` (``onnx`` or ``openvino``) at ``out``, verified."""
     if format not in DETECTOR_FORMATS:
         raise ValueError(f"a detector exports to {', '.join(DETECTOR_FORMATS)}, not {format!r}")
@@ -117,7 +117,7 @@ def export_detector(detector: nn.Module, format: str, out: str | os.PathLike, *,
     try:
         tmp = tmpdir / out.name
         if int8:
-            write_onnx_int8(graph, example, str(tmp), 1, x)
+            write_onnx_int8(graph, example, str(tmp), 1, x, calibrate_method="MinMax")
         else:
             fmt.write(graph, example, str(tmp), 1)
         run = open_detector_runtime(tmp, format, threads=threads, precision="int8" if int8 else "fp32")
