@@ -24,7 +24,6 @@ from .models import (
     list_models,
     mobilenet_v1,
 )
-from .models.detection import faster_rcnn_mobilenet_v1, ssd_mobilenet_v1
 from .quant import fuse
 from .weights import load_detector, load_pretrained, save_checkpoint
 
@@ -53,3 +52,11 @@ __all__ = [
     "fuse",
     "__version__",
 ]
+
+
+def __getattr__(name: str):  # PEP 562: the detectors load torchvision's detection stack (~2-3 s) on first use
+    if name in ("ssd_mobilenet_v1", "faster_rcnn_mobilenet_v1"):
+        from .models import detection
+
+        return getattr(detection, name)
+    raise AttributeError(f"module 'mobilenets' has no attribute {name!r}")

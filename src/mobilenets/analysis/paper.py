@@ -19,7 +19,6 @@ from torch import nn
 
 from ..config import MobileNetConfig
 from ..layers import DepthwiseSeparable
-from ..models.detection import faster_rcnn_mobilenet_v1, ssd_mobilenet_v1
 from .cost import PAPER_LAYER_TYPES, CostReport, cost
 
 __all__ = ["PaperRow", "PAPER_ROWS", "reproduce", "format_rows", "round_like"]
@@ -39,6 +38,8 @@ def _layer(module_fn: Callable[[], nn.Module], channels: int, size: int) -> Cost
 def _detector(kind: str, size: int) -> tuple[float, float]:
     """Table 13: billions of Mult-Adds (body, extra layers, predictors; Faster R-CNN's box head on
     its 300 proposals) and millions of parameters (all of them: the paper counts the detector's)."""
+    from ..models.detection import faster_rcnn_mobilenet_v1, ssd_mobilenet_v1  # torchvision's detection: slow import
+
     with torch.device("meta"):
         model = ssd_mobilenet_v1(1.0, resolution=size) if kind == "ssd" else faster_rcnn_mobilenet_v1(1.0, min_size=size)
     report = cost(model, size)

@@ -30,13 +30,21 @@ from ..config import MobileNetConfig
 from ..data import epoch_permutation
 from ..data.detection import DetectionDataset, DetectionIndex, open_detection_data
 from ..data.labels import coco_category_names
-from ..models.detection import TF_SSD_MEAN_STD, faster_rcnn_mobilenet_v1, freeze_batchnorm, ssd_mobilenet_v1
 from ..weights import is_detector_file, load_detector, load_pretrained, save_detector
 from .base import Task
 from .coco_eval import coco_map
 from .metrics import Sums
 
 __all__ = ["DETECTION_ARCHS", "DetectionModel", "DetectionRunData", "DetectionTask"]
+
+
+def _detection() -> Any:
+    """:mod:`mobilenets.models.detection`, imported on first use: it loads torchvision's detection
+    stack (seconds), which classification runs and the CLI's start-up do not need."""
+    from ..models import detection
+
+    return detection
+
 
 DETECTION_ARCHS = ("ssd", "ssdlite", "faster_rcnn")
 _DEFAULT_RESOLUTION = {"ssd": 300, "ssdlite": 300, "faster_rcnn": 300}
@@ -287,7 +295,7 @@ class DetectionTask(Task):
             raise ValueError(f"SSD needs an input of at least 64 px, got {r}")
         self._loaded, self.build = self._initial(cfg, int(r))
         config: MobileNetConfig = self._loaded.config
-        mean, std = TF_SSD_MEAN_STD
+        mean, std = _detection().TF_SSD_MEAN_STD
         return config, None, {"mean": mean, "std": std}, int(r), False
 
     def _initial(self, cfg: Any, r: int) -> tuple[nn.Module, dict[str, Any]]:
@@ -307,12 +315,12 @@ class DetectionTask(Task):
                       "tf_padding": c.tf_padding, "activation": c.activation}
             if self.arch == "faster_rcnn":
                 build = {**common, "min_size": r}
-                model = faster_rcnn_mobilenet_v1(**build)
+                model = _detection().faster_rcnn_mobilenet_v1(**build)
             else:
                 build = {**common, "resolution": r, "head": head}
-                model = ssd_mobilenet_v1(**build)
+                model = _detection().ssd_mobilenet_v1(**build)
                 if src.backbone.frozen_bn:
-                    freeze_batchnorm(model.backbone, extras=src.backbone.frozen_extras_bn)
+                    _detection().freeze_batchnorm(model.backbone, extras=src.backbone.frozen_extras_bn)
             model.load_state_dict(src.state_dict())
             return model, build
         body = None
@@ -329,9 +337,9 @@ class DetectionTask(Task):
                   "activation": c.activation if c is not None else "relu6"}
         if self.arch == "faster_rcnn":
             build = {**common, "min_size": r}
-            return faster_rcnn_mobilenet_v1(**build, backbone=body), build
+            return _detection().faster_rcnn_mobilenet_v1(**build, backbone=body), build
         build = {**common, "resolution": r, "head": head}
-        return ssd_mobilenet_v1(**build, backbone=body), build
+        return _detection().ssd_mobilenet_v1(**build, backbone=body), build
 
     def build_model(self, settings: Any, device: torch.device) -> DetectionModel:
         """The run's model (with the ``init`` weights); with ``freeze_backbone`` the body is frozen."""
@@ -341,7 +349,7 @@ class DetectionTask(Task):
             raise RuntimeError("DetectionTask.build_model before resolve_model")
         self._loaded = None
         if self.freeze_backbone:
-            freeze_batchnorm(det.backbone)
+            _detection().freeze_batchnorm(det.backbone)
             for p in det.backbone.features.parameters():
                 p.requires_grad_(False)
         self.model = DetectionModel(det).to(device)

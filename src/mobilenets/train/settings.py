@@ -189,7 +189,7 @@ class RunSettings:
     train_images: int = field(metadata=_m())
     val_images: int = field(metadata=_m())
     data: str = field(metadata=_m("data", identity=True))
-    task: str = field(metadata=_m(identity=True, legacy="classification"))
+    task: str = field(metadata=_m("task", identity=True, legacy="classification"))
     arch: str | None = field(default=None, metadata=_m("arch", identity=True))
     freeze_backbone: bool = field(default=False, metadata=_m("freeze_backbone", identity=True, legacy=False))
 

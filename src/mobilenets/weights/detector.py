@@ -12,14 +12,19 @@ from torch import nn
 
 from .._utils import atomic_write
 from ..models import PretrainedInfo
-from ..models.detection import faster_rcnn_mobilenet_v1, freeze_batchnorm, ssd_mobilenet_v1
 from .tflite_graph import read_tflite_graph
 from .tflite_ssd import is_tflite_ssd, read_tflite_ssd
 
 __all__ = ["load_detector", "save_detector", "is_detector_file", "DETECTOR_FORMAT"]
 
 DETECTOR_FORMAT = "mobilenets-detector"
-_BUILDERS = {"ssd": ssd_mobilenet_v1, "faster_rcnn": faster_rcnn_mobilenet_v1}
+
+
+def _builders() -> dict[str, Any]:
+    # imported on use: torchvision's detection stack costs seconds at start-up, and only detectors need it
+    from ..models.detection import faster_rcnn_mobilenet_v1, ssd_mobilenet_v1
+
+    return {"ssd": ssd_mobilenet_v1, "faster_rcnn": faster_rcnn_mobilenet_v1}
 
 
 def save_detector(path: str | os.PathLike, model: nn.Module, *, arch: str, build: dict[str, Any],
@@ -70,8 +75,10 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
     with open(path, "rb") as f:
         head = f.read(8)
     if head[4:8] == b"TFL3":
+        from ..models.detection import freeze_batchnorm
+
         build, state, info = read_tflite_ssd(path)
-        model = ssd_mobilenet_v1(**build)
+        model = _builders()["ssd"](**build)
         freeze_batchnorm(model.backbone, extras=True)  # every BN of the file is a folded identity
         arch = "ssd"
     else:
@@ -82,9 +89,9 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
         if not isinstance(payload, dict) or payload.get("format") != DETECTOR_FORMAT:
             raise ValueError(f"{path}: not a detector checkpoint of mobilenets (a classifier? use load_pretrained)")
         arch, build, state = payload["arch"], dict(payload["build"]), payload["model"]
-        if arch not in _BUILDERS:
+        if arch not in _builders():
             raise ValueError(f"{path}: unknown detector architecture {arch!r}")
-        model = _BUILDERS[arch](**build)
+        model = _builders()[arch](**build)
         info = {"format": DETECTOR_FORMAT, "path": str(path), "class_names": payload.get("class_names")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
