@@ -85,6 +85,12 @@ def main() -> None:
     boxes0, scores0 = raw["ours ONNX Runtime fp32"](x)
     decode = _ours(ssd, lambda _x: (boxes0, scores0))
     paths["ours decode + NMS (torchvision)"] = lambda: decode(x)
+    import copy
+
+    deployed = copy.copy(ssd)  # what an app runs: candidates scoring ≥ 0.01 (mAP needs 1e-8)
+    deployed.score_thresh = 0.01
+    decode_deployed = _ours(deployed, lambda _x: (boxes0, scores0))
+    paths["ours decode + NMS (score >= 0.01)"] = lambda: decode_deployed(x)
 
     from ai_edge_litert.interpreter import Interpreter
 
@@ -131,14 +137,17 @@ def main() -> None:
     times = interleaved_medians(paths, warmup=3, rounds=args.rounds, block=10, skip=2)
     med = {name: median_ms(t) for name, t in times.items()}
     post = med.pop("ours decode + NMS (torchvision)")
+    post_deployed = med.pop("ours decode + NMS (score >= 0.01)")
     ref = med["LiteRT on Google's uint8 file"]
     print(f"\nbatch 1, 2 threads, {args.rounds} turns of 10 calls (first 2 untimed); ratio = path / LiteRT")
     for name, m in sorted(med.items(), key=lambda kv: kv[1]):
         print(f"  {name:<48} {m:8.2f} ms   {m / ref:5.2f}×")
-    print(f"  {'ours decode + NMS (torchvision, 100 boxes)':<48} {post:8.2f} ms")
+    print(f"  {'ours decode + NMS, mAP settings (score > 1e-8)':<48} {post:8.2f} ms")
+    print(f"  {'ours decode + NMS, app settings (score >= 0.01)':<48} {post_deployed:8.2f} ms")
     best = min((m, n) for n, m in med.items() if n.startswith("ours"))
-    print(f"  {'ours end to end: ' + best[1].removeprefix('ours ') + ' + decode':<48} {best[0] + post:8.2f} ms   "
-          f"{(best[0] + post) / ref:5.2f}×")
+    total = best[0] + post_deployed
+    print(f"  {'ours end to end: ' + best[1].removeprefix('ours ') + ' + decode (app)':<48} {total:8.2f} ms   "
+          f"{total / ref:5.2f}×")
     if args.no_map:
         return
     from mobilenets.data.detection import open_detection_data

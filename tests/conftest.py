@@ -46,3 +46,13 @@ def make_image_folder(root: Path, counts: dict[str, int], *, classes: int = 3, s
                 img = np.clip(np.array(COLORS[c % 4]) + rng.normal(0, noise, (size, size, 3)), 0, 255)
                 Image.fromarray(img.astype(np.uint8)).save(d / f"{i:03d}.png")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _no_machine_probe(monkeypatch, tmp_path):
+    """Each test sees no runtime probe of this machine unless it makes one: a developer's
+    `mobilenets bench --probe` must not change which runtime the tests' defaults pick."""
+    import mobilenets.deploy.probe as probe
+
+    path = tmp_path / "mobilenets-probe.json"
+    monkeypatch.setattr(probe, "probe_path", lambda: path)

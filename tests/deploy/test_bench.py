@@ -199,7 +199,7 @@ def test_probe_decides_the_default_runtime_per_machine(monkeypatch, tmp_path):
             "results": [{"runtime": "onnxruntime", "precision": "fp32", "median_ms": 1.0},
                         {"runtime": "openvino", "precision": "fp32", "median_ms": 2.0},
                         {"runtime": "onnxruntime", "precision": "int8", "median_ms": 3.0}]}
-    probe_path().parent.mkdir(parents=True)
+    probe_path().parent.mkdir(parents=True, exist_ok=True)
     probe_path().write_text(json.dumps(data))
     assert load_probe() is not None
     if HAS_ORT:
