@@ -78,12 +78,12 @@ def _calibration_images(detector: nn.Module, source: Any, count: int) -> np.ndar
     files = list_images([path]) if path.is_dir() else []
     if not files:
         files = [s.path for s in open_detection_data(path, "train").samples]
-    arrays, skipped = [], 0
+    arrays = []
     for f in files[:count * 2]:
         try:
             arrays.append(resize_for_detector(load_image(f), r))
-        except ValueError:
-            skipped += 1
+        except ValueError:  # an unreadable image: skipped, the next one is read instead
+            continue
         if len(arrays) == count:
             break
     if not arrays:
