@@ -51,7 +51,9 @@ class RunLogger:
             self.writer.add_scalar(name, value, step)
 
     def epoch(self, metrics: dict[str, Any], keys: tuple[str, ...], epochs: int, step: int) -> None:
-        """An epoch's line, and its scalars (``train_loss`` as ``train/loss``, ...) in TensorBoard."""
+        """An epoch's line, and its scalars (``train_loss`` as ``train/loss``, ...) in TensorBoard; a key the
+        epoch does not have (e.g. ``val_top1`` of a distillation without labels) is left out."""
+        keys = tuple(k for k in keys if k in metrics)
         if self.writer is not None:
             for k in (*keys, "lr", "images_per_second"):
                 tag = k.replace("_", "/", 1) if k.startswith(("train_", "val_")) else k

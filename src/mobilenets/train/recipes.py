@@ -115,6 +115,17 @@ RECIPES: dict[str, Recipe] = {
         weight_decay=4e-5, momentum=0.9, warmup_epochs=1.0, crop_scale=(1.0, 1.0), pad=0, eval_crop=1.0,
         amp="bf16",
     ),
+    # Distillation (mobilenets distill): the student learns the teacher's outputs, which carry far more
+    # information per image than a label, so an adaptive optimizer and little regularization.
+    "distill": Recipe(
+        name="distill",
+        source=("Distillation practice (Hinton et al. 2015; Beyer et al. 2022, 'Knowledge distillation: a good "
+                "teacher is patient and consistent'): AdamW lr 2e-3 per 256 images, 1 warmup epoch then cosine, "
+                "weight decay 0.01 off BatchNorm and depthwise filters, no label smoothing (the teacher's "
+                "outputs are the soft targets), 4-px padded random crop + flip on the device, bf16 on GPU."),
+        optimizer="adamw", lr=2e-3, lr_batch=256, schedule="cosine", epochs=10, batch_size=128,
+        weight_decay=0.01, warmup_epochs=1.0, pad=4, eval_crop=1.0,
+    ),
 }
 
 # Defaults for an optimizer other than the recipe's: (lr, for batch, weight decay).

@@ -1,0 +1,173 @@
+"""Distillation losses and metrics against hand-computed values, timm, torchmetrics and brute force."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mobilenets.tasks import (
+    embedding_loss,
+    kd_loss,
+    knn_accuracy,
+    linear_probe_accuracy,
+    load_teacher,
+    mean_average_precision,
+    multilabel_loss,
+    tar_at_far,
+)
+
+# ----------------------------------------------------------------------------- losses
+
+
+def test_kd_loss_by_hand():
+    s = torch.tensor([[1.0, 0.0]])
+    t = torch.tensor([[0.0, 1.0]])
+    T = 2.0
+    ps = [math.exp(0.5) / (math.exp(0.5) + 1), 1 / (math.exp(0.5) + 1)]
+    pt = [1 / (math.exp(0.5) + 1), math.exp(0.5) / (math.exp(0.5) + 1)]
+    kl = sum(b * math.log(b / a) for a, b in zip(ps, pt)) * T * T
+    assert kd_loss(s, t, T).item() == pytest.approx(kl, rel=1e-6)
+    ce = -math.log(math.exp(1) / (math.exp(1) + 1))
+    y = torch.tensor([0])
+    assert kd_loss(s, t, T, y, alpha=0.3).item() == pytest.approx(0.7 * ce + 0.3 * kl, rel=1e-6)
+
+
+def test_kd_loss_equals_timm_logit_distillation():
+    """timm's LogitDistillationTask computes KL(teacher ‖ student) · T² with 'batchmean': the mean of ours."""
+    from timm.task.distillation import LogitDistillationTask
+
+    g = torch.Generator().manual_seed(0)
+    s_logits, t_logits = torch.randn(8, 10, generator=g), torch.randn(8, 10, generator=g)
+    y = torch.randint(0, 10, (8,), generator=g)
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, out):
+            super().__init__()
+            self.out = out
+            self.w = torch.nn.Parameter(torch.zeros(()))
+            self.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+            self.num_classes, self.in_chans = 10, 3
+
+        def forward(self, x, **kw):
+            return self.out + 0 * self.w
+
+    task = LogitDistillationTask(Fixed(s_logits), Fixed(t_logits), temperature=3.0, distill_loss_weight=0.6,
+                                 task_loss_weight=0.4, verbose=False)
+    out = task(torch.zeros(8, 3, 4, 4), y)
+    assert kd_loss(s_logits, t_logits, 3.0).mean().item() == pytest.approx(out["kd_loss"].item(), rel=1e-5)
+    ours = kd_loss(s_logits, t_logits, 3.0, y, alpha=0.6).mean()
+    assert ours.item() == pytest.approx(out["loss"].item(), rel=1e-5)
+
+
+def test_embedding_loss_by_hand():
+    s = torch.tensor([[1.0, 2.0, 2.0]])
+    t = torch.tensor([[0.0, 2.0, 4.0]])
+    assert embedding_loss(s, t).item() == pytest.approx(1 + 0 + 4)
+    cos = (0 + 4 + 8) / (3 * math.sqrt(20))
+    assert embedding_loss(s, t, normalize=True).item() == pytest.approx(2 - 2 * cos, rel=1e-6)
+
+
+def test_multilabel_loss_by_hand():
+    s = torch.tensor([[0.0, 2.0]])
+    p = torch.tensor([[0.5, 1.0]])
+    y = torch.tensor([[1.0, 0.0]])
+    sig = 1 / (1 + math.exp(-2))
+    bce_p = (-(0.5 * math.log(0.5) + 0.5 * math.log(0.5)) - math.log(sig)) / 2
+    bce_y = (-math.log(0.5) - math.log(1 - sig)) / 2
+    assert multilabel_loss(s, p).item() == pytest.approx(bce_p, rel=1e-6)
+    assert multilabel_loss(s, None, y).item() == pytest.approx(bce_y, rel=1e-6)
+    assert multilabel_loss(s, p, y, alpha=0.25).item() == pytest.approx(0.75 * bce_y + 0.25 * bce_p, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _brute_tar(emb, labels, far):
+    x = F.normalize(emb.double(), dim=1)
+    gen, imp = [], []
+    for i, j in itertools.combinations(range(len(labels)), 2):
+        (gen if labels[i] == labels[j] else imp).append(float(x[i] @ x[j]))
+    imp = sorted(imp, reverse=True)
+    keep = math.floor(far * len(imp))
+    thr = imp[keep]
+    return sum(g > thr for g in gen) / len(gen), thr
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([1e-3, 1e-2, 0.1, 0.3]), st.integers(2, 5))
+def test_tar_at_far_equals_brute_force(seed, far, ids):
+    g = torch.Generator().manual_seed(seed)
+    n = 60
+    labels = torch.randint(0, ids, (n,), generator=g)
+    centers = torch.randn(ids, 8, generator=g)
+    emb = centers[labels] + torch.randn(n, 8, generator=g)
+    got = tar_at_far(emb, labels, far=far, block=17)  # blocks smaller than the set: the streaming path
+    tar, thr = _brute_tar(emb, labels.tolist(), far)
+    assert got["tar"] == pytest.approx(tar, abs=1e-9)
+    assert got["threshold"] == pytest.approx(thr, abs=1e-6)
+    assert got["far"] <= far + 1e-12
+
+
+def _brute_ap(scores, truth):
+    """AP of one class: the mean over positives of the precision at their rank (no ties)."""
+    order = np.argsort(-scores)
+    hits, total = 0, 0.0
+    for rank, i in enumerate(order, 1):
+        if truth[i]:
+            hits += 1
+            total += hits / rank
+    return total / truth.sum()
+
+
+def test_mean_average_precision_matches_torchmetrics_and_brute_force():
+    torchmetrics = pytest.importorskip("torchmetrics")
+    g = torch.Generator().manual_seed(1)
+    truth = (torch.rand(200, 12, generator=g) < 0.2).long()
+    truth[:, 5] = 0  # a class without a positive is left out
+    scores = (truth.float() * 0.3 + torch.rand(200, 12, generator=g)).clamp(0, 1)
+    ours = mean_average_precision(scores, truth)
+    present = [c for c in range(12) if truth[:, c].any()]
+    brute = np.mean([_brute_ap(scores[:, c].numpy(), truth[:, c].numpy()) for c in present])
+    assert ours == pytest.approx(brute, abs=1e-9)
+    from torchmetrics.classification import MultilabelAveragePrecision
+
+    tm = MultilabelAveragePrecision(num_labels=len(present), average="macro", thresholds=None)
+    assert ours == pytest.approx(float(tm(scores[:, present], truth[:, present])), abs=1e-6)
+
+
+def test_knn_and_linear_probe_on_separable_clusters():
+    g = torch.Generator().manual_seed(2)
+    centers = torch.randn(4, 16, generator=g) * 5
+    ytr, yte = torch.arange(200) % 4, torch.arange(80) % 4
+    tr = centers[ytr] + torch.randn(200, 16, generator=g)
+    te = centers[yte] + torch.randn(80, 16, generator=g)
+    assert knn_accuracy(tr, ytr, te, yte, k=10) == 100.0
+    assert linear_probe_accuracy(tr, ytr, te, yte) == 100.0
+    assert knn_accuracy(torch.randn(200, 16, generator=g), ytr, te, yte) < 60.0
+
+
+# ----------------------------------------------------------------------------- teachers
+
+
+def test_module_teacher_needs_a_kind_and_a_fitting_loss():
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 5))
+    with pytest.raises(ValueError, match="kind="):
+        load_teacher(net)
+    t = load_teacher(net, kind="embedding", input_size=16)
+    assert t.output_dim == 5 and t.identity
+    with pytest.raises(ValueError, match="use --loss embedding"):
+        load_teacher(net, kind="embedding", input_size=16, loss="kd")
+    assert load_teacher(net, kind="embedding", input_size=16).identity == t.identity  # weights name it
+
+
+def test_a_classifier_teaches_embeddings_with_its_pooled_features():
+    from mobilenets import mobilenet_v1
+
+    net = mobilenet_v1(0.25, num_classes=7, resolution=32)
+    t = load_teacher(net, kind="logits", input_size=32, loss="embedding")
+    assert t.kind == "embedding" and t.output_dim == 256
