@@ -1,27 +1,35 @@
-"""Deployment latency on CPU: our exports in the best runtime vs timm's model exported plainly.
+"""Deployment latency and accuracy on CPU: ours vs every peer, fp32 and int8, at α-ρ 1.0-224 and 0.5-160.
 
-    python benchmarks/deploy_cpu.py [--threads 2] [--rounds 300] [--cifar-checkpoint RUN/best.pt]
+    python benchmarks/deploy_cpu.py [--threads 2] [--rounds 300] [--quick] [--configs 1.0-224,0.5-160]
+                                    [--precisions fp32,int8] [--runtimes onnxruntime,openvino,litert,torch]
+                                    [--calibration-images 50] [--cifar-checkpoint RUN/best.pt]
 
-Everything is timed in one process, interleaved in turns of 50 calls (the first 10 of each turn
-not recorded, so one runtime's spinning threads do not slow the next), batch 1,
-the same number of threads for every runtime; medians (p90 in brackets) and ratios
-ours / best peer (≤ 1.0 means ours is not slower).
+It prints the CPU's features (what decides int8 and bf16 here) first, then one table per
+precision × config. Within a table every path is timed in one process, interleaved in turns of
+50 calls (the first 10 of each turn not recorded, so one runtime's spinning threads do not slow
+the next), batch 1, the same number of threads for every runtime; medians (p90 in brackets) and
+ratios to the best peer (≤ 1.0: ours is not slower). Each path's outputs on the 100 ImageNet
+samples give its quality: top-1 (and agreement with PyTorch fp32) for 0.5-160, whose weights
+are Google's uint8 classifier; cosine with PyTorch fp32 for 1.0-224, whose only weights in the
+data are Google's uint8 *embedding extractor* (no classifier, so every 1.0-224 path, peers
+included, runs without the 1 M-MAC classifier, 0.2% of the work, and has no top-1).
 
-Targets (issue 5):
-  A. fp32, α=1.0, ρ=224: our fastest fp32 path ≤ the best fp32 peer (ONNX Runtime or
-     OpenVINO on timm's `mobilenetv1_100` exported with torch.onnx.export); our bf16 path
-     ≤ OpenVINO's bf16 on timm's export, with bf16's top-1 agreement vs fp32 reported.
-  B. int8, α=0.5, ρ=160: our int8 export ≤ the fastest of LiteRT on Google's uint8 file,
-     ONNX Runtime int8 and OpenVINO int8 (on a plain export quantized with the tools' defaults),
-     with top-1 on the ImageNet samples within 1 point of LiteRT's.
-  C. (optional, --cifar-checkpoint) int8 vs fp32 top-1 of a CIFAR-10 model on the CIFAR-10
-     test set: ≤ 1.0 point drop.
+Peers: timm's ``mobilenetv1_100`` (1.0 only: timm has no α=0.5 MobileNet V1; random weights, as
+timm's need a download, so latency only) and our model with Google's weights, each exported
+plainly (``torch.onnx.export``) and run with ONNX Runtime's and OpenVINO's defaults (threads
+fixed); for int8 the tools' default quantization of that plain export (ONNX Runtime
+``quantize_static`` QDQ, NNCF) and LiteRT on Google's uint8 file where the data has one (both
+configs). There is no Google fp32 file in the data, so no LiteRT fp32 peer. torchvision has no
+MobileNet V1. "Ours": BN folded, static shapes, ReLU6 as a clip fused into the conv, our int8
+settings for this CPU (printed), run with a latency configuration (one stream, LATENCY hint,
+fixed threads, zero-copy I/O); reference rows (not peers: PyTorch eager, timm's file with our
+runtime settings) show where a gain comes from. bf16 is timed only where the CPU accelerates it
+(AVX512_BF16 or AMX); elsewhere it is reported as not accelerated, never timed as fp32.
 
-"Peer" = the model exported plainly and run with the runtime's defaults (threads fixed);
-"ours" = BN folded, static shapes, ReLU6 as a clip fused into the conv, our quantization
-(NNCF with bias correction, per-channel weights), run with a latency configuration (one
-stream, LATENCY hint, fixed threads, zero-copy inputs/outputs). The "timm file + our runtime
-settings" rows show how much of the gain is the runtime configuration rather than the file.
+``--quick``: 3 turns of 20 calls (the last 15 timed) per path, 16 calibration images, no
+reference rows; for a smoke run, not for figures to quote.
+
+(optional, --cifar-checkpoint) int8 vs fp32 top-1 of a CIFAR-10 model on the CIFAR-10 test set.
 """
 
 from __future__ import annotations
@@ -32,45 +40,34 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from _timing import interleaved_medians, machine, median_ms, p90_ms
 
-from mobilenets.deploy.formats import REGISTRY
-
 import mobilenets
-from mobilenets.deploy import Runner, export, load_calibration, open_runtime
+from mobilenets.deploy import Runner, cpu, export, load_calibration, open_runtime
+from mobilenets.deploy.formats import REGISTRY
 from mobilenets.deploy.support import quiet
 from mobilenets.quant import fuse
 
 DATA = Path(os.environ.get("MOBILENETS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-GOOGLE_050_160 = DATA / "tflite" / "mobilenet_v1_0.5_160_quant.tflite"
 IMAGENET_SAMPLE = DATA / "imagenet-sample"
+# α-ρ → (α, ρ, Google's uint8 file for it in the data)
+CONFIGS = {
+    "1.0-224": (1.0, 224, DATA / "tflite" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
+    "0.5-160": (0.5, 160, DATA / "tflite" / "mobilenet_v1_0.5_160_quant.tflite"),
+}
 # Calls per turn, and how many at its start are not timed: ONNX Runtime's and OpenVINO's threads
 # spin for a while after a call and would slow whichever runtime ran next if turns were single
 # calls; XNNPACK's (LiteRT) sleep when idle and need a few calls to be hot again.
 BLOCK, SKIP = 50, 10
-
-
-def _print_table(title: str, times: dict[str, list[float]]) -> dict[str, float]:
-    print(f"\n{title}")
-    width = max(len(k) for k in times)
-    med = {k: median_ms(v) for k, v in times.items()}
-    for k, v in times.items():
-        print(f"  {k:<{width}}  {med[k]:8.3f} ms  (p90 {p90_ms(v):7.3f})")
-    return med
-
-
-def _ratio(label: str, ours: dict[str, float], peers: dict[str, float], target: float = 1.0) -> float:
-    o_name, o = min(ours.items(), key=lambda kv: kv[1])
-    p_name, p = min(peers.items(), key=lambda kv: kv[1])
-    r = o / p
-    print(f"  {label}: ours [{o_name}] {o:.3f} ms / best peer [{p_name}] {p:.3f} ms = {r:.3f}  "
-          f"({'meets' if r <= target else 'MISSES'} ≤ {target:.1f})")
-    return r
+QUICK_BLOCK, QUICK_SKIP, QUICK_TURNS, QUICK_CALIBRATION = 20, 5, 3, 16
+RUNTIMES = ("onnxruntime", "openvino", "litert", "torch")
 
 
 def _peer_ort(path: str, threads: int) -> Callable[[np.ndarray], Any]:
@@ -93,80 +90,15 @@ def _peer_ov(path: str, threads: int, precision: str | None = None) -> Callable[
     return lambda x: request.infer({0: x})[0]
 
 
-def _fed(runner: Runner, x: np.ndarray) -> Callable[[], Any]:
-    """One call of ``runner`` on ``x`` already in the file's layout (no conversion timed)."""
-    v = runner.prepare(x)
-    return lambda: runner(v)
-
-
 def _plain_onnx(model: torch.nn.Module, x: torch.Tensor, path: str) -> str:
     with quiet():
         torch.onnx.export(model, (x,), path, dynamo=True, external_data=False)  # "exported plainly"
     return path
 
 
-# ----------------------------------------------------------------------------- A: fp32 / bf16
-
-def part_a(threads: int, rounds: int, tmp: str) -> dict[str, float]:
-    import timm
-
-    torch.manual_seed(0)
-    x_t = torch.randn(1, 3, 224, 224)
-    x = x_t.numpy()
-    peer_model = timm.create_model("mobilenetv1_100", pretrained=False).eval()
-    ours_model = mobilenets.create_model("mobilenet_v1_100_224", activation="relu6").eval()
-    assert mobilenets.cost(ours_model).params == sum(p.numel() for p in peer_model.parameters())
-    timm_onnx = _plain_onnx(peer_model, x_t, os.path.join(tmp, "timm.onnx"))
-    ours_onnx = export(ours_model, "onnx", os.path.join(tmp, "ours.onnx")).path
-    ours_xml = export(ours_model, "openvino", os.path.join(tmp, "ours.xml")).path
-    ours_tflite = export(ours_model, "tflite", os.path.join(tmp, "ours.tflite")).path
-    fused = fuse(ours_model).to(memory_format=torch.channels_last)
-    x_cl = x_t.contiguous(memory_format=torch.channels_last)
-
-    def torch_eager(m: torch.nn.Module, inp: torch.Tensor) -> Callable[[], Any]:
-        def run() -> Any:
-            with torch.inference_mode():
-                return m(inp)
-        return run
-
-    fns = {
-        "peer timm eager fp32 (torch)": torch_eager(peer_model, x_t),
-        "peer ORT fp32 (timm.onnx)": (lambda f=_peer_ort(timm_onnx, threads): f(x)),
-        "peer OpenVINO fp32 (timm.onnx)": (lambda f=_peer_ov(timm_onnx, threads, "f32"): f(x)),
-        "peer OpenVINO default precision (timm.onnx)": (lambda f=_peer_ov(timm_onnx, threads): f(x)),
-        "timm.onnx + our ORT settings": _fed(open_runtime(timm_onnx, "onnx", threads=threads), x),
-        "timm.onnx + our OpenVINO settings fp32": _fed(open_runtime(timm_onnx, "openvino", threads=threads), x),
-        "ours torch eager fp32 (fused, NHWC)": torch_eager(fused, x_cl),
-        "ours ORT fp32": _fed(open_runtime(ours_onnx, "onnx", threads=threads), x),
-        "ours OpenVINO fp32": _fed(open_runtime(ours_xml, "openvino", threads=threads), x),
-        "ours LiteRT fp32 (XNNPACK)": _fed(open_runtime(ours_tflite, "tflite", threads=threads), x),
-    }
-    from mobilenets.deploy import cpu
-
-    bf16 = cpu.cpu_features().bf16
-    if bf16:  # a precision the CPU cannot accelerate is reported, not timed as something else
-        fns["ours OpenVINO bf16"] = _fed(open_runtime(ours_xml, "openvino", threads=threads, precision="bf16"), x)
-    else:
-        print("  bf16: not accelerated on this CPU (no AVX512_BF16 or AMX): not timed")
-    med = _print_table(f"A. α=1.0 ρ=224, batch 1, {threads} threads (interleaved turns of {BLOCK} calls, the last {BLOCK - SKIP} timed; {max(1, rounds // (BLOCK - SKIP)) * (BLOCK - SKIP)} per path)",
-                       interleaved_medians(fns, warmup=20, rounds=max(1, rounds // (BLOCK - SKIP)), block=BLOCK, skip=SKIP))
-    print("  ratios:")
-    ratios = {
-        "fp32": _ratio("fp32", {k: v for k, v in med.items() if k.startswith("ours") and "fp32" in k},
-                       {k: med[k] for k in ("peer ORT fp32 (timm.onnx)", "peer OpenVINO fp32 (timm.onnx)")}),
-    }
-    if bf16:
-        ratios["bf16"] = _ratio("bf16", {"ours OpenVINO bf16": med["ours OpenVINO bf16"]},
-                                {"peer OpenVINO default precision (timm.onnx)":
-                                 med["peer OpenVINO default precision (timm.onnx)"]})
-    fastest = min(v for k, v in med.items() if k.startswith("ours") and "fp32" in k)
-    print(f"  vs timm eager fp32: ours fastest fp32 is {med['peer timm eager fp32 (torch)'] / fastest:.1f}× faster")
-    return ratios
-
-
-# ----------------------------------------------------------------------------- B: int8
-
-def _litert_runner(path: Path, threads: int, scale: float, zero: int) -> tuple[Callable[[np.ndarray], Any], Callable[[np.ndarray], np.ndarray]]:
+def _litert_google(path: Path, threads: int, scale: float, zero: int
+                   ) -> tuple[Callable[[np.ndarray], Any], Callable[[np.ndarray], np.ndarray]]:
+    """Google's uint8 file in LiteRT: (one call on a uint8 NHWC input, float NCHW batch → dequantized outputs)."""
     from ai_edge_litert.interpreter import Interpreter
 
     from mobilenets.data import quantize_input
@@ -174,131 +106,338 @@ def _litert_runner(path: Path, threads: int, scale: float, zero: int) -> tuple[C
     interp = Interpreter(model_path=str(path), num_threads=threads)
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    o_scale, o_zero = out["quantization"]
 
     def raw(q: np.ndarray) -> Any:
         interp.set_tensor(inp["index"], q)
         interp.invoke()
         return interp.get_tensor(out["index"])
 
-    def logits(x: np.ndarray) -> np.ndarray:
+    def outputs(x: np.ndarray) -> np.ndarray:
         rows = []
         for sample in x:
             q = quantize_input(torch.from_numpy(sample), scale, zero).permute(1, 2, 0)[None].numpy()
-            rows.append(raw(q)[0].astype(np.float32))
+            v = raw(q)[0].astype(np.float32).reshape(-1)
+            rows.append((v - o_zero) * o_scale if o_scale else v)
         return np.stack(rows)
-    return raw, logits
+    return raw, outputs
 
 
-def part_b(threads: int, rounds: int, tmp: str) -> dict[str, float]:
+@dataclass
+class Setup:
+    """One config's model, data and reference outputs, shared by its fp32 and int8 tables."""
+
+    label: str
+    width: float
+    resolution: int
+    model: torch.nn.Module
+    weights: str  # what the weights are, in words
+    google: Path | None  # Google's uint8 file for this config, when the data has one
+    embedding: bool  # no classifier: outputs are embeddings, quality is cosine with fp32
+    x_all: np.ndarray | None  # the 100 ImageNet samples, preprocessed (None without the data)
+    y: np.ndarray | None  # their labels in the model's class indexing
+    ref: np.ndarray | None  # PyTorch fp32 outputs on x_all
+    calib: np.ndarray
+    held_mask: np.ndarray | None  # which of x_all were not calibrated on
+    how: str  # the calibration set, in words
+    x1: np.ndarray  # the one input every path is timed on
+    plain_onnx: str  # our model with these weights, exported plainly (the peer file)
+    timm_onnx: str | None  # timm's model (random weights), exported plainly; α=1.0 only
+
+
+def make_setup(label: str, n_calib: int, tmp: str) -> Setup:
     from mobilenets.data import list_images
     from mobilenets.inference import Classifier, imagenet_target
 
-    have_data = GOOGLE_050_160.is_file() and IMAGENET_SAMPLE.is_dir()
-    if not have_data:
-        print(f"\nB. skipped: needs {GOOGLE_050_160} and {IMAGENET_SAMPLE}")
+    width, res, google = CONFIGS[label]
+    if google.is_file():
+        model = mobilenets.load_pretrained(google).eval()
+        embedding = model.num_classes == 0
+        weights = (f"Google's {label} uint8 {'embedding extractor' if embedding else 'classifier'} "
+                   f"({google.name}), dequantized")
+    else:
+        model = mobilenets.create_model(f"mobilenet_v1_{round(width * 100):03d}_{res}", activation="relu6").eval()
+        google, embedding, weights = None, False, f"random weights ({google.name} not in the data)"
+    x_all = y = ref = held_mask = None
+    if google is not None and IMAGENET_SAMPLE.is_dir():
+        classifier = Classifier(model)
+        paths = list_images([IMAGENET_SAMPLE])
+        x_all = torch.stack([classifier.preprocess(p) for p in paths]).numpy()
+        offset = 1 if model.pretrained_cfg.has_background_class else 0
+        y = None if embedding else np.array([imagenet_target(p) + offset for p in paths])
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(x_all)).numpy().reshape(len(x_all), -1)
+        calib_t, held_t, how = load_calibration(IMAGENET_SAMPLE, model, res, n_calib, seed=0)
+        calib = calib_t.numpy()
+        held = {a.tobytes() for a in held_t.numpy()} if held_t is not None else set()
+        held_mask = np.array([s.tobytes() in held for s in x_all])
+    else:
+        gen = torch.Generator().manual_seed(0)
+        calib = torch.randn(n_calib, 3, res, res, generator=gen).clamp_(-2, 2).numpy()
+        how = f"{n_calib} random inputs (no ImageNet samples or no real weights: quality not measured)"
+    x1 = np.ascontiguousarray(x_all[:1]) if x_all is not None else calib[:1].copy()
+    plain = _plain_onnx(model, torch.from_numpy(x1), os.path.join(tmp, f"plain_{label}.onnx"))
+    timm_onnx = None
+    if width == 1.0:
+        import timm
+
+        peer = timm.create_model("mobilenetv1_100", pretrained=False, num_classes=model.num_classes).eval()
+        assert mobilenets.cost(model).params == sum(p.numel() for p in peer.parameters())  # the same network
+        timm_onnx = _plain_onnx(peer, torch.from_numpy(x1), os.path.join(tmp, f"timm_{label}.onnx"))
+    return Setup(label, width, res, model, weights, google, embedding, x_all, y, ref, calib, held_mask, how, x1,
+                 plain, timm_onnx)
+
+
+def quality(s: Setup, out: np.ndarray | None) -> dict[str, float]:
+    """top-1 / held-out top-1 / agreement with fp32 (classifier), or mean cosine with fp32 (embedding)."""
+    if out is None or s.ref is None:
         return {}
-    model = mobilenets.load_pretrained(GOOGLE_050_160)
-    classifier = Classifier(model)
-    paths = list_images([IMAGENET_SAMPLE])
-    x_all = torch.stack([classifier.preprocess(p) for p in paths]).numpy()
-    y = np.array([imagenet_target(p) + 1 for p in paths])
-    # Calibrate on a seeded random half; report top-1 on all 100 and on the held-out half.
-    calib_t, held_t, how = load_calibration(IMAGENET_SAMPLE, model, 160, 50, seed=0)
-    calib = calib_t.numpy()
-    held_keys = {a.tobytes() for a in held_t.numpy()} if held_t is not None else set()
-    held_mask = np.array([s.tobytes() in held_keys for s in x_all])
+    out = np.asarray(out, dtype=np.float32).reshape(len(out), -1)
+    if s.embedding:
+        cos = (out * s.ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(s.ref, axis=1) + 1e-12)
+        return {"cosine": float(cos.mean()), "cosine_min": float(cos.min())}
+    pred, ref = out.argmax(1), s.ref.argmax(1)
+    q = {"top1": 100 * float((pred == s.y).mean()), "agreement": 100 * float((pred == ref).mean())}
+    if s.held_mask is not None and s.held_mask.any():
+        q["held_top1"] = 100 * float((pred == s.y)[s.held_mask].mean())
+    return q
 
-    peer_onnx = _plain_onnx(model, torch.from_numpy(x_all[:1]), os.path.join(tmp, "peer_050_160.onnx"))
-    peer_q = os.path.join(tmp, "peer_050_160_int8.onnx")
-    import nncf
-    import onnx
-    import openvino as ov
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        quantize_static,
-    )
 
-    input_name = onnx.load(peer_onnx).graph.input[0].name
+def _quality_text(q: dict[str, float], why: str = "") -> str:
+    if "cosine" in q:
+        return f"cosine with fp32 {q['cosine']:.4f} (min {q['cosine_min']:.3f})"
+    if "top1" in q:
+        held = f" (held-out {q['held_top1']:.0f}%)" if "held_top1" in q else ""
+        return f"top-1 {q['top1']:.0f}%{held}, agrees with fp32 {q['agreement']:.0f}%"
+    return why or "n/a"
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(calib[i:i + 1] for i in range(len(calib)))
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            v = next(self.it, None)
-            return None if v is None else {input_name: v}
+@dataclass
+class Entry:
+    """One way to run the config: timed (``call``) and, with real weights, evaluated (``outputs``)."""
 
-    with quiet():
-        quantize_static(peer_onnx, peer_q, Reader(), quant_format=QuantFormat.QDQ, per_channel=True)  # tool defaults
-        peer_nncf = os.path.join(tmp, "peer_050_160_nncf.xml")
-        ov.save_model(nncf.quantize(ov.convert_model(peer_onnx), nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])),
-                      peer_nncf)
-    ours_xml = export(model, "openvino", os.path.join(tmp, "ours_050_160_int8.xml"), int8=True, calibration=calib,
-                      calibration_images=len(calib))
-    ours_onnx = export(model, "onnx", os.path.join(tmp, "ours_050_160_int8.onnx"), int8=True, calibration=calib,
-                       calibration_images=len(calib))
-    ours_tflite = export(model, "tflite", os.path.join(tmp, "ours_050_160_int8.tflite"), int8=True, calibration=calib,
-                         calibration_images=len(calib))
-    ours_fp32_xml = export(model, "openvino", os.path.join(tmp, "ours_050_160.xml")).path
+    name: str
+    kind: str  # "peer", "ours" or "ref" (shown, not compared)
+    precision: str  # fp32, bf16 or int8
+    call: Callable[[], Any]
+    outputs: Callable[[np.ndarray], np.ndarray] | None
+    note: str = ""  # why there is no quality figure
 
-    scale, zero = model.pretrained_cfg.input_quantization
-    lite_raw, lite_logits = _litert_runner(GOOGLE_050_160, threads, scale, zero)
-    q1 = np.ascontiguousarray(np.round(x_all[:1] / scale + zero).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
-    x1 = np.ascontiguousarray(x_all[:1])
-    runners: dict[str, Runner] = {"peer ORT int8 (QDQ defaults)": Runner("ort", _peer_ort(peer_q, threads), 1)}
-    try:
-        runners["peer OpenVINO int8 (same QDQ file)"] = Runner("ov", _peer_ov(peer_q, threads), 1)
-    except RuntimeError as e:  # OpenVINO's CPU plugin has no kernel for some of ORT's default QDQ (s8 activations)
-        print(f"\n  peer OpenVINO int8 on ORT's default QDQ file: cannot compile ({str(e).strip().splitlines()[-1][:90]})")
-    runners.update({
-        "peer OpenVINO int8 (NNCF defaults)": Runner("ov", _peer_ov(peer_nncf, threads), 1),
-        "ours ORT int8": open_runtime(ours_onnx.path, "onnx", threads=threads, precision="int8"),
-        "ours OpenVINO int8": open_runtime(ours_xml.path, "openvino", threads=threads, precision="int8"),
-        "ours LiteRT int8": open_runtime(ours_tflite.path, "tflite", threads=threads, precision="int8"),
-    })
-    fns: dict[str, Callable[[], Any]] = {"peer LiteRT uint8 (Google's file)": lambda: lite_raw(q1)}
-    fns.update({k: _fed(r, x1) for k, r in runners.items()})
-    med = _print_table(f"B. α=0.5 ρ=160 int8, batch 1, {threads} threads (interleaved turns of {BLOCK} calls, the last {BLOCK - SKIP} timed; {max(1, rounds // (BLOCK - SKIP)) * (BLOCK - SKIP)} per path)",
-                       interleaved_medians(fns, warmup=50, rounds=max(1, rounds // (BLOCK - SKIP)), block=BLOCK, skip=SKIP))
-    print("  ratio:")
-    ratio = _ratio("int8", {k: v for k, v in med.items() if k.startswith("ours")},
-                   {k: v for k, v in med.items() if k.startswith("peer")})
 
-    with torch.inference_mode():
-        fp32 = model(torch.from_numpy(x_all)).numpy().argmax(1)
-    preds = {"fp32 PyTorch": fp32, "LiteRT (Google's uint8 file)": lite_logits(x_all).argmax(1)}
+def _from_runner(name: str, kind: str, precision: str, runner: Runner, x1: np.ndarray, note: str = "") -> Entry:
+    v = runner.prepare(x1)
+    return Entry(name, kind, precision, lambda: runner(v), runner.run_all, note)
 
-    for k, r in runners.items():
-        preds[k] = r.run_all(x_all).argmax(1)
-    from mobilenets.deploy import cpu
 
-    bf16 = None
-    if cpu.cpu_features().bf16:
-        bf16 = open_runtime(ours_fp32_xml, "openvino", threads=threads, precision="bf16").run_all(x_all).argmax(1)
-        preds["ours OpenVINO bf16"] = bf16
-    print(f"\n  top-1 on {len(y)} ImageNet samples (calibration: {how}; held-out = the other {int(held_mask.sum())}):")
-    acc = {}
-    for k, p in preds.items():
-        acc[k] = 100 * float((p == y).mean())
-        print(f"    {k:<38} all {acc[k]:5.1f}%  held-out {100 * float((p == y)[held_mask].mean()):5.1f}%  "
-              f"agreement with fp32 {100 * float((p == fp32).mean()):5.1f}%")
-    lite = acc["LiteRT (Google's uint8 file)"]
-    best_peer = min(v for k, v in med.items() if k.startswith("peer"))
-    print(f"  each of ours: latency / fastest peer ({best_peer:.3f} ms), top-1 vs LiteRT on Google's file ({lite:.0f}%):")
-    passing = []
-    for k in sorted((k for k in med if k.startswith("ours")), key=med.get):
-        fast, close = med[k] / best_peer <= 1.0, acc[k] >= lite - 1.0
-        print(f"    {k:<20} {med[k] / best_peer:6.3f}  {acc[k] - lite:+5.1f} points  "
-              f"{'meets both' if fast and close else 'misses ' + ' and '.join(w for w, ok in (('speed', fast), ('accuracy', close)) if not ok)}")
-        if fast and close:
-            passing.append(k)
-    chosen = passing[0] if passing else min((k for k in med if k.startswith("ours")), key=med.get)
-    ours = acc[chosen]
-    agreement = f"{100 * float((bf16 == fp32).mean()):.1f}%" if bf16 is not None else "n/a (no bf16 on this CPU)"
-    print(f"  target B: {'meets' if passing else 'MISSES'} with {chosen} ({med[chosen]:.3f} ms, {ours:.0f}%); "
-          f"bf16 vs fp32 top-1 agreement {agreement}")
-    return {"int8": ratio, "int8_top1": ours, "litert_top1": lite}
+# (name, kind, precision, runtime, factory): factories run only for the runtimes asked for
+Spec = tuple[str, str, str, str, Callable[[], Entry]]
+
+
+def fp32_specs(s: Setup, threads: int, tmp: str, quick: bool) -> list[Spec]:
+    x1 = s.x1
+    ours_onnx = os.path.join(tmp, f"ours_{s.label}.onnx")
+    ours_xml = os.path.join(tmp, f"ours_{s.label}.xml")
+    ours_tflite = os.path.join(tmp, f"ours_{s.label}.tflite")
+
+    def ours(fmt: str, path: str, precision: str = "fp32") -> Runner:
+        if not os.path.exists(path):
+            export(s.model, fmt, path)
+        return open_runtime(path, fmt, threads=threads, precision=precision)
+
+    random = "n/a (timm's random weights)"
+    specs: list[Spec] = []
+    if s.timm_onnx:
+        specs += [
+            ("peer timm → ONNX Runtime (defaults)", "peer", "fp32", "onnxruntime",
+             lambda: _from_runner("", "", "", Runner("ort", _peer_ort(s.timm_onnx, threads), 1), x1, random)),
+            ("peer timm → OpenVINO (f32)", "peer", "fp32", "openvino",
+             lambda: _from_runner("", "", "", Runner("ov", _peer_ov(s.timm_onnx, threads, "f32"), 1), x1, random)),
+        ]
+    specs += [
+        ("peer plain export → ONNX Runtime (defaults)", "peer", "fp32", "onnxruntime",
+         lambda: _from_runner("", "", "", Runner("ort", _peer_ort(s.plain_onnx, threads), 1), x1)),
+        ("peer plain export → OpenVINO (f32)", "peer", "fp32", "openvino",
+         lambda: _from_runner("", "", "", Runner("ov", _peer_ov(s.plain_onnx, threads, "f32"), 1), x1)),
+        ("ours ONNX Runtime", "ours", "fp32", "onnxruntime",
+         lambda: _from_runner("", "", "", ours("onnx", ours_onnx), x1)),
+        ("ours OpenVINO", "ours", "fp32", "openvino",
+         lambda: _from_runner("", "", "", ours("openvino", ours_xml), x1)),
+        ("ours LiteRT (our TFLite writer)", "ours", "fp32", "litert",
+         lambda: _from_runner("", "", "", ours("tflite", ours_tflite), x1)),
+    ]
+    if cpu.cpu_features().bf16:  # a precision the CPU cannot accelerate is reported, not timed as something else
+        specs += [
+            ("peer plain export → OpenVINO default precision (bf16 here)", "peer", "bf16", "openvino",
+             lambda: _from_runner("", "", "", Runner("ov", _peer_ov(s.plain_onnx, threads), 1), x1)),
+            ("ours OpenVINO bf16", "ours", "bf16", "openvino",
+             lambda: _from_runner("", "", "", ours("openvino", ours_xml, "bf16"), x1)),
+        ]
+    if not quick:
+        fused = fuse(s.model).to(memory_format=torch.channels_last)
+        x_cl = torch.from_numpy(x1).contiguous(memory_format=torch.channels_last)
+
+        def eager() -> Entry:
+            def call() -> Any:
+                with torch.inference_mode():
+                    return fused(x_cl)
+
+            def outputs(x: np.ndarray) -> np.ndarray:
+                with torch.inference_mode():
+                    return fused(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).numpy()
+            return Entry("", "", "", call, outputs)
+        specs.append(("ref ours PyTorch eager (fused, NHWC)", "ref", "fp32", "torch", eager))
+        if s.timm_onnx:
+            specs += [
+                ("ref timm file + our ONNX Runtime settings", "ref", "fp32", "onnxruntime",
+                 lambda: _from_runner("", "", "", open_runtime(s.timm_onnx, "onnx", threads=threads), x1, random)),
+                ("ref timm file + our OpenVINO settings", "ref", "fp32", "openvino",
+                 lambda: _from_runner("", "", "", open_runtime(s.timm_onnx, "openvino", threads=threads), x1,
+                                      random)),
+            ]
+    return specs
+
+
+def int8_specs(s: Setup, threads: int, tmp: str) -> list[Spec]:
+    x1 = s.x1
+    calib = s.calib
+
+    def ours(fmt: str, suffix: str) -> Entry:
+        # An embedding model has no top-1 to agree on: export's agreement bound is for classifiers (its
+        # logit-cosine check still applies); the cosine on the 100 samples is reported below.
+        report = export(s.model, fmt, os.path.join(tmp, f"ours_{s.label}_int8{suffix}"), int8=True,
+                        calibration=calib, calibration_images=len(calib),
+                        min_agreement=0.0 if s.embedding else None)
+        return _from_runner("", "", "", open_runtime(report.path, fmt, threads=threads, precision="int8"), x1)
+
+    def ort_defaults_file() -> str:
+        import onnx
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+        path = os.path.join(tmp, f"peer_{s.label}_int8.onnx")
+        if os.path.exists(path):
+            return path
+        input_name = onnx.load(s.plain_onnx).graph.input[0].name
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.it = iter(calib[i:i + 1] for i in range(len(calib)))
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                v = next(self.it, None)
+                return None if v is None else {input_name: v}
+
+        with quiet():
+            quantize_static(s.plain_onnx, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True)  # defaults
+        return path
+
+    def nncf_defaults() -> Entry:
+        import nncf
+        import openvino as ov
+
+        path = os.path.join(tmp, f"peer_{s.label}_nncf.xml")
+        with quiet():
+            ov.save_model(nncf.quantize(ov.convert_model(s.plain_onnx),
+                                        nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])), path)
+        return _from_runner("", "", "", Runner("ov", _peer_ov(path, threads), 1), x1)
+
+    specs: list[Spec] = []
+    if s.google is not None:
+        def google() -> Entry:
+            scale, zero = s.model.pretrained_cfg.input_quantization
+            raw, outputs = _litert_google(s.google, threads, scale, zero)
+            q1 = np.ascontiguousarray(np.round(x1 / scale + zero).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
+            return Entry("", "", "", lambda: raw(q1), outputs)
+        specs.append(("peer LiteRT on Google's uint8 file", "peer", "int8", "litert", google))
+    specs += [
+        ("peer ONNX Runtime int8 (quantize_static defaults, QDQ)", "peer", "int8", "onnxruntime",
+         lambda: _from_runner("", "", "", Runner("ort", _peer_ort(ort_defaults_file(), threads), 1), x1)),
+        ("peer OpenVINO on that QDQ file", "peer", "int8", "openvino",
+         lambda: _from_runner("", "", "", Runner("ov", _peer_ov(ort_defaults_file(), threads), 1), x1)),
+        ("peer OpenVINO int8 (NNCF defaults)", "peer", "int8", "openvino", nncf_defaults),
+        ("ours ONNX Runtime int8", "ours", "int8", "onnxruntime", lambda: ours("onnx", ".onnx")),
+        ("ours OpenVINO int8", "ours", "int8", "openvino", lambda: ours("openvino", ".xml")),
+        ("ours LiteRT int8", "ours", "int8", "litert", lambda: ours("tflite", ".tflite")),
+    ]
+    return specs
+
+
+@dataclass
+class Row:
+    table: str  # "fp32 1.0-224"
+    name: str
+    kind: str
+    precision: str
+    median: float
+    p90: float
+    ratio: float | None  # median / best peer of the same precision
+    quality: dict[str, float]
+    note: str
+
+
+def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], threads: int, turns: int,
+              block: int, skip: int) -> list[Row]:
+    title = f"{precision} {s.label}"
+    entries: list[Entry] = []
+    for name, kind, prec, runtime, factory in specs:
+        if runtime not in runtimes:
+            continue
+        try:
+            with quiet():
+                e = factory()
+        except (RuntimeError, ValueError) as err:  # e.g. OpenVINO has no kernel for ORT's s8 QDQ; a refused export
+            print(f"  {name}: not run ({str(err).strip().splitlines()[-1][:160]})")
+            continue
+        entries.append(Entry(name, kind, prec, e.call, e.outputs, e.note))
+    if not entries:
+        return []
+    times = interleaved_medians({e.name: e.call for e in entries}, warmup=2 * skip, rounds=turns, block=block,
+                                skip=skip)
+    print(f"\n{title}: {s.weights}; batch 1, {threads} threads, {turns} interleaved turns of {block} calls "
+          f"(the last {block - skip} timed: {turns * (block - skip)} per path)"
+          + (f"; int8 calibrated on {s.how}" if precision == "int8" else ""))
+    rows: list[Row] = []
+    best_peer = {p: min((median_ms(times[e.name]) for e in entries if e.kind == "peer" and e.precision == p),
+                        default=None) for p in {e.precision for e in entries}}
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        med, p90 = median_ms(times[e.name]), p90_ms(times[e.name])
+        q = quality(s, e.outputs(s.x_all) if e.outputs is not None and s.x_all is not None and not e.note else None)
+        bp = best_peer.get(e.precision)
+        ratio = med / bp if bp else None
+        rows.append(Row(title, e.name, e.kind, e.precision, med, p90, ratio, q, e.note))
+        r = f"{ratio:6.3f}" if ratio is not None else "   n/a"
+        print(f"  {e.name:<{width}}  {med:8.3f} ms (p90 {p90:7.3f})  {r} × best peer  "
+              f"{_quality_text(q, e.note or ('n/a (random weights)' if s.x_all is None else ''))}")
+    for p in sorted({e.precision for e in entries}):
+        ours = [r for r in rows if r.kind == "ours" and r.precision == p]
+        peers = [r for r in rows if r.kind == "peer" and r.precision == p]
+        if ours and peers:
+            o, b = min(ours, key=lambda r: r.median), min(peers, key=lambda r: r.median)
+            verdict = "meets" if o.median <= b.median else "MISSES"
+            print(f"  {p}: ours [{o.name}] {o.median:.3f} ms / best peer [{b.name}] {b.median:.3f} ms = "
+                  f"{o.median / b.median:.3f} ({verdict} ≤ 1.0)")
+    if precision == "fp32" and not cpu.cpu_features().bf16:
+        print("  bf16: not accelerated on this CPU (no AVX512_BF16 or AMX): not timed (it would run as fp32)")
+    if precision == "int8" and s.google is not None and not s.embedding:
+        lite = next((r for r in rows if r.name == "peer LiteRT on Google's uint8 file" and "top1" in r.quality), None)
+        if lite is not None:
+            for r in rows:
+                if r.kind == "ours" and "top1" in r.quality:
+                    d = r.quality["top1"] - lite.quality["top1"]
+                    print(f"  {r.name}: top-1 {d:+.0f} points vs Google's file, agreement with fp32 "
+                          f"{r.quality['agreement']:.0f}% ({'within' if d >= -1 else 'NOT within'} 1 point)")
+    return rows
+
+
+def _markdown(rows: list[Row]) -> str:
+    lines = ["| table | path | latency ms (p90) | / best peer | quality on the 100 ImageNet samples |",
+             "|---|---|---:|---:|---|"]
+    for r in rows:
+        ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
+        name = f"**{r.name}**" if r.kind == "ours" else r.name
+        lines.append(f"| {r.table} | {name} | {r.median:.2f} ({r.p90:.2f}) | {ratio} | "
+                     f"{_quality_text(r.quality, r.note or '')} |")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- C: CIFAR-10
@@ -338,15 +477,16 @@ def part_c(checkpoint: str, data: str, n_calib: int, tmp: str) -> None:
         runner = open_runtime(report.path, fmt, precision="int8")
 
         class Int8(torch.nn.Module):
-            def __init__(self) -> None:
+            def __init__(self, runner: Runner = runner) -> None:
                 super().__init__()
+                self.runner = runner
                 self.dummy = torch.nn.Parameter(torch.zeros(1))
                 self.pretrained_cfg = info
                 self.resolution, self.num_classes = size, model.num_classes
                 self.config = model.config
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return torch.from_numpy(runner.run_all(np.ascontiguousarray(x.numpy())))
+                return torch.from_numpy(self.runner.run_all(np.ascontiguousarray(x.numpy())))
 
         with torch.inference_mode():
             int8 = evaluate_dataset(Int8(), data, split="val", progress=False, device="cpu")
@@ -358,32 +498,59 @@ def part_c(checkpoint: str, data: str, n_calib: int, tmp: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=300)
-    ap.add_argument("--parts", default="ab", help="which parts to run: a, b (and c with --cifar-checkpoint)")
+    ap.add_argument("--rounds", type=int, default=300, help="timed calls per path, about (in turns of 50)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK_TURNS} turns of {QUICK_BLOCK} calls per path, {QUICK_CALIBRATION} calibration "
+                         "images, no reference rows")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help=f"α-ρ tables to run (default {','.join(CONFIGS)})")
+    ap.add_argument("--precisions", default="fp32,int8", help="fp32 (with bf16 where accelerated), int8")
+    ap.add_argument("--runtimes", default=",".join(RUNTIMES), help="runtimes to include, peers and ours alike")
+    ap.add_argument("--calibration-images", type=int, default=50,
+                    help="int8: a seeded random sample of the ImageNet samples (the rest are held out)")
     ap.add_argument("--cifar-checkpoint", help="a CIFAR-10 model from `mobilenets train` (best.pt or run dir)")
     ap.add_argument("--cifar-data", default=str(DATA / "cifar10-jpeg.tar.gz"))
     ap.add_argument("--cifar-calibration", type=int, default=500, help="training images to calibrate on")
     args = ap.parse_args()
+    configs = [c for c in args.configs.split(",") if c]
+    precisions = [p for p in args.precisions.split(",") if p]
+    runtimes = {r for r in args.runtimes.split(",") if r}
+    for what, given, known in (("config", configs, CONFIGS), ("precision", precisions, ("fp32", "int8")),
+                               ("runtime", runtimes, RUNTIMES)):
+        bad = [g for g in given if g not in known]
+        if bad:
+            ap.error(f"unknown {what} {bad[0]!r}; choose from {', '.join(known)}")
     warnings.filterwarnings("ignore")
     logging.getLogger("nncf").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
     import onnxruntime
     import openvino
 
-    from mobilenets.deploy import cpu
-
-    print(f"machine: {machine()}\nCPU features: {cpu.cpu_features().summary()}")
+    features = cpu.cpu_features()
+    print(f"machine: {machine()}\n{features.summary()}")
+    print(f"CPU features: {', '.join(features.flags()) or 'none of ' + ', '.join(cpu.FEATURE_NAMES)}; "
+          f"VNNI {'yes' if features.vnni else 'no'}, bf16 {'accelerated' if features.bf16 else 'not accelerated'}")
     print("int8 settings for this CPU: ONNX Runtime "
           f"{REGISTRY['onnx'].describe(True)}; OpenVINO {REGISTRY['openvino'].describe(True)}")
     print(f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__.split('-')[0]}, "
           f"timm {__import__('timm').__version__}")
+    if args.quick:
+        block, skip, turns, n_calib = QUICK_BLOCK, QUICK_SKIP, QUICK_TURNS, min(args.calibration_images,
+                                                                                QUICK_CALIBRATION)
+    else:
+        block, skip, n_calib = BLOCK, SKIP, args.calibration_images
+        turns = max(1, args.rounds // (BLOCK - SKIP))
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="deploy-cpu-") as tmp:
-        if "a" in args.parts:
-            part_a(args.threads, args.rounds, tmp)
-        if "b" in args.parts:
-            part_b(args.threads, args.rounds, tmp)
+        for label in configs:
+            s = make_setup(label, n_calib, tmp)
+            for precision in precisions:
+                specs = fp32_specs(s, args.threads, tmp, args.quick) if precision == "fp32" else \
+                    int8_specs(s, args.threads, tmp)
+                rows += run_table(precision, s, specs, runtimes, args.threads, turns, block, skip)
         if args.cifar_checkpoint:
             part_c(args.cifar_checkpoint, args.cifar_data, args.cifar_calibration, tmp)
+    print("\nsummary (markdown; bold = ours; ratio = median / the fastest peer of the same precision):\n")
+    print(_markdown(rows))
     return 0
 
 

@@ -4,8 +4,11 @@ the numbers (int8).
 
 Paths: the detector graphs (preprocessed input → box encodings and class scores), each in its
 runtime; LiteRT runs Google's whole file (its post-processing op included, 10 boxes). Our decoding +
-NMS (torchvision's box coder and batched_nms, 100 boxes) is timed on its own and added in the
-"ours end to end" line. torchvision's SSDLite has random weights, so only its graph is timed
+NMS (torchvision's box coder and batched_nms, 100 boxes) is timed on its own, in each ``nms_mode``
+(multiclass: the default, the best 1000 (anchor, class) pairs into per-class NMS; exact: every
+candidate, the reference it equals; fast: TFLite's use_regular_nms=false) at an app's score
+threshold (0.01) and at the evaluation's (1e-8), and the default at the app's threshold is added in
+the "ours end to end" line. torchvision's SSDLite has random weights, so only its graph is timed
 (decoding random scores would time NMS over thousands of boxes).
   ours  SSD α=0.75 (Google's weights, ported): PyTorch eager; ONNX Runtime fp32; OpenVINO fp32;
         ONNX Runtime int8 (our export, calibrated on COCO128 train images)
@@ -27,21 +30,20 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import interleaved_medians, machine, median_ms  # noqa: E402
+from _timing import interleaved_medians, machine, median_ms
 
 DATA = Path(os.environ.get("MOBILENETS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SSD_FILE = DATA / "tflite" / "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.tflite"
 
 
-def _ours(ssd, run_raw):
+def _ours(ssd, run_raw, mode=None):
     """A path: raw graph in some runtime, then our decode + NMS (the same for every runtime)."""
     anchors = ssd.anchors_xyxy()
 
     def detect(x: np.ndarray):
         boxes, scores = run_raw(x)
-        logits = torch.logit(torch.from_numpy(np.asarray(scores)).clamp(1e-6, 1 - 1e-6))
-        return ssd.postprocess_detections({"bbox_regression": torch.from_numpy(np.asarray(boxes)),
-                                           "cls_logits": logits}, [anchors], [(300, 300)])
+        return [ssd.detections_from_scores(torch.from_numpy(np.asarray(boxes))[0],
+                                           torch.from_numpy(np.asarray(scores))[0], anchors, (300, 300), mode=mode)]
     return detect
 
 
@@ -52,10 +54,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     import mobilenets
+    from mobilenets.data import load_image
     from mobilenets.deploy import cpu
     from mobilenets.deploy.detector import DetectorGraph, export_detector, open_detector_runtime
     from mobilenets.inference.detect import resize_for_detector
-    from mobilenets.data import load_image
+    from mobilenets.models.detection import NMS_MODES
 
     if not SSD_FILE.is_file():
         sys.exit(f"needs {SSD_FILE} (set MOBILENETS_DATA)")
@@ -83,14 +86,16 @@ def main() -> None:
     }
     paths = {name: (lambda fn=fn: fn(x)) for name, fn in raw.items()}
     boxes0, scores0 = raw["ours ONNX Runtime fp32"](x)
-    decode = _ours(ssd, lambda _x: (boxes0, scores0))
-    paths["ours decode + NMS (torchvision)"] = lambda: decode(x)
     import copy
 
     deployed = copy.copy(ssd)  # what an app runs: candidates scoring ≥ 0.01 (mAP needs 1e-8)
     deployed.score_thresh = 0.01
-    decode_deployed = _ours(deployed, lambda _x: (boxes0, scores0))
-    paths["ours decode + NMS (score >= 0.01)"] = lambda: decode_deployed(x)
+    decoders = {}
+    for mode in NMS_MODES:
+        for setting, model in (("app", deployed), ("map", ssd)):
+            fn = _ours(model, lambda _x: (boxes0, scores0), mode)
+            decoders[f"decode {mode} {setting}"] = fn
+            paths[f"decode {mode} {setting}"] = lambda fn=fn: fn(x)
 
     from ai_edge_litert.interpreter import Interpreter
 
@@ -124,6 +129,7 @@ def main() -> None:
         return tv_raw(x320)
     torch.onnx.export(tv_raw, (x320,), str(tmp / "tv.onnx"), dynamo=True, input_names=["x"]).save(str(tmp / "tv.onnx"))
     import onnxruntime as ort
+
     from mobilenets.deploy.formats.onnx import ort_session_options
 
     sess = ort.InferenceSession(str(tmp / "tv.onnx"), ort_session_options(2), providers=["CPUExecutionProvider"])
@@ -136,14 +142,16 @@ def main() -> None:
 
     times = interleaved_medians(paths, warmup=3, rounds=args.rounds, block=10, skip=2)
     med = {name: median_ms(t) for name, t in times.items()}
-    post = med.pop("ours decode + NMS (torchvision)")
-    post_deployed = med.pop("ours decode + NMS (score >= 0.01)")
+    post = {name: med.pop(name) for name in decoders}
+    post_deployed = post[f"decode {NMS_MODES[0]} app"]
     ref = med["LiteRT on Google's uint8 file"]
     print(f"\nbatch 1, 2 threads, {args.rounds} turns of 10 calls (first 2 untimed); ratio = path / LiteRT")
     for name, m in sorted(med.items(), key=lambda kv: kv[1]):
         print(f"  {name:<48} {m:8.2f} ms   {m / ref:5.2f}×")
-    print(f"  {'ours decode + NMS, mAP settings (score > 1e-8)':<48} {post:8.2f} ms")
-    print(f"  {'ours decode + NMS, app settings (score >= 0.01)':<48} {post_deployed:8.2f} ms")
+    print("ours decode + NMS (torchvision box coder + batched_nms, 100 boxes), by nms_mode:")
+    for mode in NMS_MODES:
+        print(f"  {mode + ', app settings (score >= 0.01)':<48} {post[f'decode {mode} app']:8.2f} ms")
+        print(f"  {mode + ', mAP settings (score > 1e-8)':<48} {post[f'decode {mode} map']:8.2f} ms")
     best = min((m, n) for n, m in med.items() if n.startswith("ours"))
     total = best[0] + post_deployed
     print(f"  {'ours end to end: ' + best[1].removeprefix('ours ') + ' + decode (app)':<48} {total:8.2f} ms   "
@@ -158,7 +166,7 @@ def main() -> None:
     from mobilenets.weights.tflite_graph import read_tflite_graph
 
     graph_info = read_tflite_graph(SSD_FILE)
-    post = next(op for op in graph_info.ops if "PostProcess" in op.op)
+    post_op = next(op for op in graph_info.ops if "PostProcess" in op.op)
     lite_raw = Interpreter(model_path=str(SSD_FILE), num_threads=2, experimental_preserve_all_tensors=True)
     lite_raw.allocate_tensors()
 
@@ -166,6 +174,8 @@ def main() -> None:
         t, d = graph_info.tensors[i], lite_raw.get_tensor(i)
         return (d.astype(np.float32) - t.zero_point[0]) * t.scale[0] if t.quantized else d
 
+    for mode in NMS_MODES[1:]:
+        preds[f"ours ONNX Runtime fp32, nms_mode={mode}"] = []
     for s in index.samples:
         a = resize_for_detector(load_image(s.path), 300)
         xa = np.ascontiguousarray((a.transpose(2, 0, 1)[None].astype(np.float32) / 255 - mean) / std)
@@ -173,12 +183,17 @@ def main() -> None:
         for name in ("ours ONNX Runtime int8", "ours ONNX Runtime fp32"):
             d = _ours(ssd, raw[name])(xa)[0]
             preds[name].append({**d, "boxes": d["boxes"] * scale})
+        fp32 = raw["ours ONNX Runtime fp32"](xa)
+        for mode in NMS_MODES[1:]:
+            d = _ours(ssd, lambda _x, fp32=fp32: fp32, mode)(xa)[0]
+            preds[f"ours ONNX Runtime fp32, nms_mode={mode}"].append({**d, "boxes": d["boxes"] * scale})
         lite_raw.set_tensor(lite_raw.get_input_details()[0]["index"], a[None])
         lite_raw.invoke()
-        codes = deq(post.inputs[0])[:, :, [1, 0, 3, 2]]
-        d = _ours(ssd, lambda _x: (codes, deq(post.inputs[1])))(xa)[0]
+        lite = (deq(post_op.inputs[0])[:, :, [1, 0, 3, 2]], deq(post_op.inputs[1]))
+        d = _ours(ssd, lambda _x, lite=lite: lite)(xa)[0]
         preds["LiteRT on Google's uint8 file (raw decode)"].append({**d, "boxes": d["boxes"] * scale})
-    print(f"\nCOCO128 val2017 ({len(index)} images), decoded alike (sigmoid, NMS 0.6, top 100):")
+    print(f"\nCOCO128 val2017 ({len(index)} images), decoded alike (sigmoid, NMS 0.6, top 100; nms_mode "
+          f"{NMS_MODES[0]} unless named):")
     for name, p in preds.items():
         m = coco_map(p, index.samples)
         print(f"  {name:<48} mAP {100 * m['map']:.2f}  AP50 {100 * m['map50']:.2f}")

@@ -43,8 +43,8 @@ def test_command_groups_import_only_base_and_the_library(group):
 
 def test_every_command_is_registered_in_order():
     assert list(_subparsers(cli.build_parser())) == [
-        "summary", "table", "list-models", "predict", "evaluate", "detect", "train", "experiment", "export", "bench",
-        "select", "env"]
+        "summary", "table", "list-models", "predict", "evaluate", "detect", "train", "experiment", "distill", "export",
+        "bench", "select", "env"]
 
 
 def test_every_option_and_argument_has_help():
@@ -72,8 +72,11 @@ def test_train_options_cover_the_trainconfig_fields():
 
     direct = set(cli_train._direct_fields())
     assert direct == {f.name for f in dataclasses.fields(TrainConfig)} - cli_train._NOT_DIRECT
-    dests = {a.dest for a in _subparsers(cli.build_parser())["train"]._actions}
-    assert direct <= dests, direct - dests  # no TrainConfig field silently unsettable
+    commands = _subparsers(cli.build_parser())
+    dests = {a.dest for a in commands["train"]._actions}
+    distill = {a.dest for a in commands["distill"]._actions}
+    assert direct <= dests | distill, direct - dests - distill  # no TrainConfig field silently unsettable
+    assert dests - {"task", "arch", "freeze_backbone", "num_classes", "json", "func"} <= distill  # distill has train's
 
 
 def test_train_options_reach_the_trainconfig(tmp_path):

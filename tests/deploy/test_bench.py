@@ -206,3 +206,35 @@ def test_probe_decides_the_default_runtime_per_machine(monkeypatch, tmp_path):
         assert default_runtime("cpu", "fp32") == "onnxruntime" and default_runtime("cpu", "int8") == "onnxruntime"
     probe_path().write_text(json.dumps({**data, "machine": "some other CPU"}))
     assert load_probe() is None and default_runtime("cpu", "fp32") == fallback
+
+
+def test_out_is_checked_before_measuring(tmp_path, capsys, monkeypatch):
+    """`bench` refuses an --out it cannot write before building or timing anything (one line, exit 2)."""
+    import importlib
+
+    from mobilenets.deploy import check_out_dir
+
+    afile = tmp_path / "bench.txt"
+    afile.write_text("keep me")
+    assert check_out_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    for out, match in ((afile, "bench.txt: is a file; give a folder"),
+                       (afile / "sub", "sub: cannot be written: .*bench.txt is a file, not a folder")):
+        with pytest.raises(ValueError, match=match):
+            check_out_dir(out)
+
+    def must_not_run(*a, **k):
+        raise AssertionError("measured before checking --out")
+
+    bench_mod = importlib.import_module("mobilenets.deploy.bench")
+    cli_mod = importlib.import_module("mobilenets.cli.deploy")
+    monkeypatch.setattr(bench_mod, "make_runner", must_not_run)
+    monkeypatch.setattr(cli_mod, "benchmark", must_not_run)
+    with pytest.raises(ValueError, match="is a file; give a folder"):
+        benchmark(**TINY, runtime="torch", out=afile)
+    for out in (afile, afile / "sub"):
+        rc = main(["bench", "--widths", "0.25", "--resolutions", "64", "--runtime", "torch", "--out", str(out),
+                   "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and str(out) in err and err.count("\n") == 1 and "Traceback" not in err
+    assert afile.read_text() == "keep me"

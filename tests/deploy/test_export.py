@@ -14,7 +14,7 @@ from torch import nn
 
 import mobilenets
 from mobilenets.cli import main
-from mobilenets.deploy import ExportReport, export, open_runtime
+from mobilenets.deploy import ExportReport, export, load_exported, open_runtime
 from mobilenets.quant import fold_conv_bn, fuse, is_fused
 
 # The module, where export() looks verify_export up (``mobilenets.deploy.export`` is the function)
@@ -113,6 +113,13 @@ def test_export_roundtrip_static(tmp_path, fmt):
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(f) for f in report.files)  # no leftovers
     if fmt == "openvino":
         assert (tmp_path / "m.bin").is_file()
+    # Exported files are models too: the file's metadata gives its config, run in its runtime.
+    loaded = load_exported(out)
+    assert loaded.format == fmt and loaded.pretrained_cfg.input_size == 64 and loaded.num_classes == 10
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    assert float((loaded(x) - ref).abs().max()) <= 1e-4 * max(1.0, float(ref.abs().max())) * 20
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "openvino", "pt2"])

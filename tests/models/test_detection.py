@@ -9,8 +9,7 @@ import torch
 
 import mobilenets
 from mobilenets.models import PretrainedInfo
-from mobilenets.models.detection import (SSDAnchorGenerator, faster_rcnn_mobilenet_v1, ssd_box_specs,
-                                         ssd_mobilenet_v1)
+from mobilenets.models.detection import SSDAnchorGenerator, faster_rcnn_mobilenet_v1, ssd_box_specs, ssd_mobilenet_v1
 
 
 @pytest.mark.parametrize("width", [1.0, 0.75, 0.5, 0.25])
@@ -21,7 +20,7 @@ def test_ssd_shapes_and_1917_anchors_at_300(width, head):
     assert codes.shape == (2, 1917, 4) and logits.shape == (2, 1917, 91)
     assert model.grid_sizes() == [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
     assert model.anchors_xyxy().shape == (1917, 4)
-    depth = lambda c: max(int(c * width), 8)  # noqa: E731 - TF-slim's rule
+    depth = lambda c: max(int(c * width), 8)
     assert model.backbone.out_channels[:2] == [depth(512), depth(1024)]
     assert model.backbone.out_channels[2:] == [max(int(d * width), 8) for d in (512, 256, 256, 128)]
 
@@ -97,3 +96,47 @@ def test_backbone_from_a_classifier_shares_its_weights_and_freezes_folded_bn():
         ssd_mobilenet_v1(head="yolo")
     with pytest.raises(ValueError, match="backbone must be a MobileNetV1"):
         ssd_mobilenet_v1(backbone=torch.nn.Conv2d(3, 3, 1))
+
+
+def _crowded_outputs(model, seed=0):
+    """Box encodings and sigmoid scores with clusters of overlapping, high-scoring boxes in a few
+    classes (so NMS suppresses, classes compete and the per-class cap binds)."""
+    g = torch.Generator().manual_seed(seed)
+    anchors = model.anchors_xyxy()
+    n = anchors.shape[0]
+    codes = torch.randn(n, 4, generator=g) * 0.5
+    logits = torch.randn(n, model.num_classes, generator=g) * 2 - 6
+    hot = torch.randint(0, n, (n // 3,), generator=g)
+    logits[hot, torch.randint(1, 4, (hot.numel(),), generator=g)] += 8  # three busy classes
+    return codes, torch.sigmoid(logits), anchors
+
+
+@pytest.mark.parametrize("thresh,pool", [(1e-8, 40), (1e-8, 1000), (0.01, 25), (0.5, 1000)])
+def test_multiclass_nms_gives_the_exact_paths_detections(thresh, pool):
+    model = ssd_mobilenet_v1(0.25, resolution=128, score_thresh=thresh, pre_nms_top_n=pool, detections_per_img=50,
+                             topk_candidates=30).eval()
+    r = model.resolution
+    for seed in range(3):
+        codes, scores, anchors = _crowded_outputs(model, seed)
+        exact = model.detections_from_scores(codes, scores, anchors, (r, r), mode="exact")
+        fast = model.detections_from_scores(codes, scores, anchors, (r, r))  # "multiclass": the default
+        assert len(exact["scores"]) > 0
+        for k in ("boxes", "scores", "labels"):
+            assert torch.equal(exact[k], fast[k]), (k, seed)
+    with pytest.raises(ValueError, match="unknown nms_mode"):
+        model.detections_from_scores(codes, scores, anchors, (r, r), mode="soft")
+    with pytest.raises(ValueError, match="unknown nms_mode"):
+        ssd_mobilenet_v1(0.25, nms_mode="soft")
+
+
+def test_fast_nms_keeps_one_class_per_box_and_suppresses_across_classes():
+    from torchvision.ops import box_iou
+
+    model = ssd_mobilenet_v1(0.25, resolution=128, nms_mode="fast", detections_per_img=50).eval()
+    codes, scores, anchors = _crowded_outputs(model)
+    out = model.detections_from_scores(codes, scores, anchors, (128, 128))
+    iou = box_iou(out["boxes"], out["boxes"]).fill_diagonal_(0)
+    assert len(out["scores"]) > 5 and iou.max() <= model.nms_thresh  # no two boxes overlap, whatever their class
+    assert (out["scores"][:-1] >= out["scores"][1:]).all() and (out["labels"] >= 1).all()
+    best = scores[:, 1:].max(1).values
+    assert out["scores"][0] == best.max()  # the best anchor's best class comes first

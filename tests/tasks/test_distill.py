@@ -125,7 +125,7 @@ def _brute_ap(scores, truth):
 
 
 def test_mean_average_precision_matches_torchmetrics_and_brute_force():
-    torchmetrics = pytest.importorskip("torchmetrics")
+    pytest.importorskip("torchmetrics")
     g = torch.Generator().manual_seed(1)
     truth = (torch.rand(200, 12, generator=g) < 0.2).long()
     truth[:, 5] = 0  # a class without a positive is left out

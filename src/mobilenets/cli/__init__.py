@@ -4,7 +4,7 @@
 call :func:`main`. Each command group is one module with a ``register(subparsers)``:
 :mod:`.model` (summary, table, list-models), :mod:`.inference` (predict, evaluate),
 :mod:`.detect` (detect),
-:mod:`.train` (train, experiment), :mod:`.deploy` (export, bench, select) and :mod:`.env`; what they share
+:mod:`.train` (train, experiment), :mod:`.distill` (distill), :mod:`.deploy` (export, bench, select) and :mod:`.env`; what they share
 (the parser class, the option types, the runner) is :mod:`.base`. Bad input exits with status
 2 and one line on stderr saying what is wrong and what is allowed; no traceback.
 """
@@ -15,12 +15,12 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from . import deploy, detect, env, inference, model, train
+from . import deploy, detect, distill, env, inference, model, train
 from .base import PROG, CommandParser, run
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = (model, inference, detect, train, deploy, env)  # the order of the commands in --help
+_GROUPS = (model, inference, detect, train, distill, deploy, env)  # the order of the commands in --help
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._utils import MIN_RESOLUTION, check_int, check_number, check_resolution, check_width
+from .._utils import MIN_RESOLUTION, check_int, check_number, check_resolution, check_width, os_error_message
 from ..config import ACTIVATIONS, OUTPUT_STRIDES, VARIANTS, MobileNetConfig
 from ..models import get_config
 
@@ -32,6 +32,7 @@ __all__ = [
     "device_type",
     "error",
     "report_each",
+    "warn",
     "float_type",
     "list_type",
     "quantity_type",
@@ -189,12 +190,13 @@ def require_device(device: str | None) -> None:
 
 # ----------------------------------------------------------------------------- the model options
 
-def add_model_options(p: argparse.ArgumentParser, *, with_classes: bool = True) -> None:
-    """The options that define a MobileNet, shared by every subcommand that builds one."""
+def add_model_options(p: argparse.ArgumentParser, *, with_classes: bool = True, alpha_alias: bool = True) -> None:
+    """The options that define a MobileNet, shared by every subcommand that builds one (``alpha_alias``:
+    ``--alpha`` also names the width; ``distill`` uses ``--alpha`` for the distillation weight)."""
     g = p.add_argument_group("model (the paper's two knobs: α thins every layer, ρ shrinks the input)")
     g.add_argument("--model", metavar="NAME", help="a named official config, e.g. mobilenet_v1_050_160 "
                    "(see `mobilenets list-models`); --width/--resolution override it")
-    g.add_argument("--width", "--alpha", dest="width", type=width_type, metavar="A",
+    g.add_argument("--width", *(("--alpha",) if alpha_alias else ()), dest="width", type=width_type, metavar="A",
                    help="width multiplier α > 0: every layer keeps α × its channels (cost ~α²); default 1.0")
     g.add_argument("--resolution", type=resolution_type, metavar="R",
                    help=f"input resolution ρ in pixels (≥ {MIN_RESOLUTION}; cost ~R²); default 224")
@@ -237,7 +239,8 @@ def add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], 
 def report_each(results: Any, as_json: bool, show: Callable[[Any], None],
                 after: Callable[[Any], None] | None = None) -> int:
     """Print each per-image result (``.error``, ``.to_dict()``) as JSON or via ``show``; unreadable
-    images get one line on stderr and make the exit status 1, the rest are still reported."""
+    images get one line on stderr and make the exit status 1, the rest are still reported. A
+    result's ``warning`` (e.g. an image far smaller than the model's input) is one line on stderr."""
     import json
 
     status = 0
@@ -246,6 +249,8 @@ def report_each(results: Any, as_json: bool, show: Callable[[Any], None],
             error(result.error)
             status = 1
             continue
+        if getattr(result, "warning", None):
+            warn(result.warning)
         if as_json:
             print(json.dumps(result.to_dict()), flush=True)
         else:
@@ -260,17 +265,24 @@ def error(message: object) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def warn(message: object) -> None:
+    """One line on stderr, ``mobilenets: warning: ...`` (the command goes on)."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse and run a subcommand; bad input becomes one line on stderr and exit status 2."""
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-            PermissionError) as e:
+    except BrokenPipeError:  # (an OSError) the reader of stdout went away, e.g. `| head`
+        return 0
+    except (UsageError, ValueError) as e:
         error(e)
+        return 2
+    except OSError as e:  # a path that cannot be read or written: the path as given and why, in words
+        error(os_error_message(e))
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0

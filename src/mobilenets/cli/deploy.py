@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ..deploy import FORMATS, RUNTIMES
-from ..deploy.bench import benchmark, format_markdown, write_results
+from ..deploy.bench import benchmark, check_out_dir, format_markdown, write_results
 from ..deploy.export import export, format_for_path
 from ..deploy.probe import probe_path, run_probe
-from ..deploy.select import select
+from ..deploy.select import PRECISION_CHOICES, select
 from .base import (
     UsageError,
     add_command,
@@ -47,15 +48,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.calibration is not None and not args.int8:
         raise UsageError("--calibration is for --int8 exports")
     report = export(args.weights, fmt, args.out, resolution=args.resolution, batch=args.batch, int8=args.int8,
-                    calibration=args.calibration, calibration_images=args.calibration_images)
+                    calibration=args.calibration, calibration_images=args.calibration_images,
+                    postprocess=args.nms or False)
     print(json.dumps(report.to_dict()) if args.json else report.summary())
     return 0
 
 
-def _precision(args: argparse.Namespace) -> str:
+def _precision(args: argparse.Namespace, default: str = "fp32") -> str:
+    """``--int8`` / ``--bf16`` (shortcuts), else ``--precision`` (select), else ``default``."""
     if args.int8 and args.bf16:
         raise UsageError("--int8 and --bf16 exclude each other")
-    return "int8" if args.int8 else "bf16" if args.bf16 else "fp32"
+    flag = "int8" if args.int8 else "bf16" if args.bf16 else None
+    given = getattr(args, "precision", None)
+    if flag and given and given != flag:
+        raise UsageError(f"--{flag} and --precision {given} exclude each other")
+    return flag or given or default
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -68,6 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"\nsaved {probe_path()}: the default runtime per precision on this machine")
         return 0
 
+    check_out_dir(args.out)  # before anything is measured, not after
     results = benchmark(args.widths, args.resolutions, runtime=args.runtime, precision=_precision(args),
                         device=args.device, threads=args.threads, batch=args.batch, warmup=args.warmup,
                         iters=args.iters, compile=args.compile, progress=not args.no_progress)
@@ -80,13 +88,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     """Measure (or read from --bench-csv) each official (α, ρ)'s latency, keep those within the
     params / Mult-Adds limits, and pick the most accurate on the latency-accuracy Pareto front
-    within --max-latency-ms. Exit status 1 when no model fits (the fastest is named)."""
-    accuracy = args.accuracy or ("quant" if args.int8 else "tfslim")
+    within --max-latency-ms. Precision is a choice too: by default fp32, int8 and (where the CPU
+    accelerates it) bf16 are all candidates, each in its fastest runtime on this machine, and the
+    answer says what each precision costs and scores for the chosen (α, ρ). Models are timed
+    cheapest first; one that takes well over the budget rules out, untimed, the models at least
+    as wide and as large (so an impossible budget is answered after one model per precision).
+    Exit status 1 when no model fits (the fastest is named)."""
     selection = select(args.max_latency_ms, max_params=args.max_params, max_mult_adds=args.max_mult_adds,
-                       accuracy=accuracy, runtime=args.runtime, precision=_precision(args),
+                       accuracy=args.accuracy, runtime=args.runtime, precision=_precision(args, "auto"),
                        device=args.device, threads=args.threads, batch=args.batch, bench_csv=args.bench_csv,
-                       iters=args.iters, progress=not args.no_progress and not args.json)
+                       iters=args.iters, progress=not args.no_progress and not args.json, out=args.out)
     print(json.dumps(selection.to_json()) if args.json else selection.format())
+    if args.out is not None:
+        print(f"wrote {args.out}/select.json and select.csv, select.md, select.png (the latencies used)",
+              file=sys.stderr if args.json else sys.stdout)
     return 0 if selection.chosen is not None else 1
 
 
@@ -94,8 +109,8 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 def _runtime_options(p: argparse.ArgumentParser, iters: int = 50) -> None:
     p.add_argument("--runtime", choices=RUNTIMES,
-                   help="inference runtime (default: the fastest installed, by measurement: openvino on CPU for "
-                        "fp32 and bf16, litert for int8; torch on cuda)")
+                   help="inference runtime (default, per precision: the fastest on this machine by its probe, "
+                        "`bench --probe`; else openvino for fp32 and bf16, litert for int8; torch on cuda)")
     p.add_argument("--int8", action="store_true", help="int8 models (post-training quantized, per-channel weights)")
     p.add_argument("--bf16", action="store_true", help="bf16 inference (openvino, torch)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -122,6 +137,10 @@ def register(sub: Any) -> None:
                    help="folder of real images (or a .npy/.pt array of preprocessed inputs) for --int8")
     p.add_argument("--calibration-images", type=count_type(1, "--calibration-images"), default=100, metavar="N",
                    help="how many calibration images (a seeded random sample; default 100)")
+    p.add_argument("--nms", nargs="?", const="multiclass", choices=("multiclass", "fast"), metavar="MODE",
+                   help="detectors: include decoding + NMS in the file (batch 1): ONNX NonMaxSuppression (OpenVINO "
+                        "converts it), TFLite's TFLite_Detection_PostProcess; multiclass (default): per-class NMS, "
+                        "fast: each box's best class, class-agnostic NMS (Google's file's setting)")
     p.add_argument("--json", action="store_true", help="print the export report as one JSON object")
 
     p = add_command(sub, "bench", cmd_bench, "latency of each (α, ρ) on this machine: CSV, markdown table and plot")
@@ -143,10 +162,17 @@ def register(sub: Any) -> None:
     p.add_argument("--max-params", type=quantity_type("--max-params"), metavar="P", help="e.g. 2.6M")
     p.add_argument("--max-mult-adds", type=quantity_type("--max-mult-adds"), metavar="M", help="e.g. 300M")
     p.add_argument("--accuracy", metavar="paper|tfslim|quant|FILE.csv",
-                   help="top-1 source: TF-slim's published float table (default; quant with --int8), its 8-bit "
-                        "table, the paper's Tables 6-9 (TF-slim's where the paper has no figure), or a CSV "
-                        "width,resolution,top1")
+                   help="top-1 source: TF-slim's published float table (default for fp32 and bf16), its 8-bit "
+                        "table (quant; always used for int8 unless a CSV is given), the paper's Tables 6-9 (TF-slim's "
+                        "where the paper has no figure), or a CSV width,resolution,top1[,precision]")
     p.add_argument("--bench-csv", metavar="FILE", help="latencies from a `mobilenets bench` CSV instead of measuring")
+    p.add_argument("--precision", choices=PRECISION_CHOICES,
+                   help="auto (default): fp32, int8 and bf16 where this CPU accelerates it, each in its fastest "
+                        "runtime here; or one precision (--int8 = --precision int8, --bf16 = --precision bf16)")
+    p.add_argument("--out", metavar="DIR",
+                   help="also write select.json (the answer) and select.csv/.md/.png (the latencies used, with a "
+                        "precision column; reusable as --bench-csv) to this folder, checked before measuring")
     _runtime_options(p, iters=30)
     p.add_argument("--json", action="store_true",
-                   help='print {"width", "resolution", "latency_ms", "top1", "pareto": [...], ...}')
+                   help='print {"width", "resolution", "precision", "runtime", "latency_ms", "top1", '
+                        '"comparison": [...], "pareto": [...], ...}')

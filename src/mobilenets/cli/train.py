@@ -18,13 +18,25 @@ import json
 import sys
 from typing import Any
 
+from .._utils import check_writable
 from ..config import MobileNetConfig
 from ..models import get_config
-from ..tasks import DETECTION_ARCHS, TASKS
-from ..train import AMP_MODES, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, TrainingDiverged, run_experiment, train
+from ..tasks import DETECTION_ARCHS, DISTILL_LOSSES, TASKS
+from ..train import (
+    AMP_MODES,
+    DISTILL_TABLES,
+    OPTIMIZERS,
+    RECIPES,
+    SCHEDULES,
+    TrainConfig,
+    TrainingDiverged,
+    run_distill_experiment,
+    run_experiment,
+    train,
+)
 from .base import PROG, add_command, add_model_options, count_type, error, float_type
 
-__all__ = ["cmd_experiment", "cmd_train", "config_from_train_args", "register"]
+__all__ = ["add_training_options", "cmd_experiment", "cmd_train", "config_from_train_args", "register"]
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, recipe_default: str) -> None:
@@ -65,7 +77,7 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
 
     g = p.add_argument_group("task")
-    g.add_argument("--task", choices=tuple(TASKS), help="classification (default) or detection")
+    g.add_argument("--task", choices=tuple(t for t in TASKS if t not in DISTILL_LOSSES), help="classification (default) or detection")
     g.add_argument("--arch", choices=DETECTION_ARCHS, help="with --task detection: ssd (default), ssdlite "
                    "(3x3 depthwise predictors) or faster_rcnn; --init may give Google's TFLite SSD or one of our "
                    "detectors to fine-tune, or a classifier file whose body to use")
@@ -73,9 +85,20 @@ def _add_train_parser(sub: Any) -> None:
                    help="with --task detection: freeze the MobileNet body and cache its feature maps on the device "
                         "(no augmentation); only the extra layers and predictors train (practical on a CPU)")
     add_model_options(p, with_classes=False)
+    # Training's ρ default is the data's, not 224 (a 32-px CIFAR image trains at 32 px).
+    next(a for a in p._actions if a.dest == "resolution").help = (
+        "input resolution ρ in pixels (≥ 32; cost ~R²); default: the images' own size for small images "
+        "(up to 64 px; 32 for CIFAR-10), else 224. Under 64 px the small-input stem is used (see --cifar-stem), "
+        "also when fine-tuning an --init file made at another size")
     p.add_argument("--num-classes", type=count_type(1, "--num-classes"), metavar="K",
                    help="classifier outputs (default: the number of class folders)")
-    _add_run_options(p, recipe_default="cifar for images up to 64 px, imagenet otherwise")
+    add_training_options(p, recipe_default="cifar for images up to 64 px, imagenet otherwise")
+
+
+def add_training_options(p: argparse.ArgumentParser, *, recipe_default: str) -> None:
+    """How to train (recipe, optimization, small inputs and fine-tuning, speed, run): the options
+    ``train`` and ``distill`` share."""
+    _add_run_options(p, recipe_default=recipe_default)
     g = p.add_argument_group("optimization (default: the recipe's)")
     g.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="rmsprop (the paper, TF-slim's settings), sgd (Nesterov momentum) or adamw")
@@ -134,12 +157,22 @@ def _add_train_parser(sub: Any) -> None:
 
 def _add_experiment_parser(sub: Any) -> None:
     p = add_command(sub, "experiment", cmd_experiment, "retrain the models of the paper's Tables 4-7 on CIFAR-10")
-    p.add_argument("table", choices=("table4", "table5", "table6", "table7", "all"),
+    p.add_argument("table", choices=("table4", "table5", "table6", "table7", "all", *DISTILL_TABLES),
                    help="which of the paper's tables to retrain (all: the four in turn)")
     p.add_argument("--data", required=True, metavar="PATH", help="e.g. ../shared/data/cifar10-jpeg.tar.gz")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="experiment directory: one run per model in DIR/<name>/, the tables in DIR/<table>.md/.csv/.png")
     _add_run_options(p, recipe_default="cifar")
+    g = p.add_argument_group("distillation tables (table12, table14, kd; --subset / --val-subset: training / test "
+                             "images)")
+    g.add_argument("--teacher", metavar="FILE", help="table14: the 1.0-224 embedding extractor; table12: Google's SSD "
+                   "detector (kd trains its own α=1.0 teacher)")
+    g.add_argument("--extra-data", nargs="+", metavar="PATH", help="table14: more unlabeled images to distill on "
+                   "(e.g. coco128.tar.gz imagenet-sample)")
+    g.add_argument("--widths", nargs="+", type=float_type("--widths"), metavar="A",
+                   help="the students' α (default: the paper's)")
+    g.add_argument("--resolutions", nargs="+", type=count_type(32, "--resolutions"), metavar="R",
+                   help="the students' ρ in px (default: the paper's)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
@@ -204,6 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     RUN_DIR/checkpoint.pt (every epoch, and on SIGTERM/SIGINT), best.pt, metrics.jsonl, summary.json
     and TensorBoard events in RUN_DIR/tb. Under torchrun it trains with DDP. Exit status 0:
     finished; 2: bad input; 1: the loss diverged; 128+N: stopped by signal N after saving."""
+    check_writable(args.out, folder=True)  # before the data is read and the run built, not after
     config = config_from_train_args(args)
     try:
         summary = train(config)
@@ -233,6 +267,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     table5: 0.75 narrow vs shallow; table6: α 1.0/0.75/0.5/0.25; table7: inputs 32/27/23/18 px, the
     paper's ρ applied to 32 px), each as a resumable run in DIR/<name>/, and write DIR/<table>.md,
     .csv and .png (accuracy vs Mult-Adds) beside the paper's ImageNet numbers."""
+    check_writable(args.out, folder=True)
+    if args.table in DISTILL_TABLES:
+        return _distill_experiment(args)
     options: dict[str, Any] = {}
     for k in ("amp", "workers", "compile", "threads"):
         if getattr(args, k, None) is not None:
@@ -256,5 +293,32 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if result["status"] != "finished":
         print(f"{PROG}: stopped in {result['stopped_at']}; run the same command again to continue",
               file=sys.stderr)
+        return 128 + 15
+    return 0
+
+
+def _distill_experiment(args: argparse.Namespace) -> int:
+    """``experiment table12|table14|kd`` (:func:`mobilenets.train.run_distill_experiment`)."""
+    scale = {"train_images": args.subset, "test_images": args.val_subset, "epochs": args.epochs,
+             "batch_size": args.batch_size, "threads": args.threads, "progress": not args.no_progress,
+             "seed": args.seed}
+    try:
+        result = run_distill_experiment(args.table, args.data, args.out, teacher=args.teacher,
+                                        extra_data=args.extra_data, widths=tuple(args.widths) if args.widths else None,
+                                        resolutions=tuple(args.resolutions) if args.resolutions else None, **scale)
+    except TrainingDiverged as e:
+        error(e)
+        return 1
+    if args.json:
+        print(json.dumps(result))
+    else:
+        key = {"table14": "knn_top1", "table12": "val_map", "kd": "val_top1"}[args.table]
+        for r in result["rows"]:
+            print(f"{r['table']}  {r['name']:<20} {r['model']:<22} {key} {r[key]:6.2f}  "
+                  f"{r['mult_adds'] / 1e6:8.1f} M Mult-Adds  {r['params'] / 1e6:5.2f} M params")
+        for f in result["files"]:
+            print(f"wrote {f}")
+    if result["status"] != "finished":
+        print(f"{PROG}: stopped in {result['stopped_at']}; run the same command again to continue", file=sys.stderr)
         return 128 + 15
     return 0

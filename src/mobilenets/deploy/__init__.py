@@ -9,6 +9,7 @@ The export formats and the runtimes that run them are listed once, in
 from .bench import (
            PRECISIONS,
            benchmark,
+           check_out_dir,
            check_precision,
            default_runtime,
            make_runner,
@@ -18,6 +19,7 @@ from .calibration import load_calibration
 from .cpu import CpuFeatures, cpu_features, machine_signature
 from .detector import DETECTOR_FORMATS, export_detector
 from .export import ExportReport, export, verify_export
+from .exported import ExportedModel, exported_format, load_exported
 from .formats import FORMATS, INT8_FORMATS, REGISTRY, RUNTIMES, Format, format_for_path, get_format
 from .results import BenchResult, format_markdown, read_results, write_results
 from .runner import Runner
@@ -44,19 +46,23 @@ __all__ = [
            "Candidate",
            "CpuFeatures",
            "ExportReport",
+           "ExportedModel",
            "Format",
            "Runner",
            "Selection",
            "accuracy_table",
            "benchmark",
+           "check_out_dir",
            "check_precision",
            "cpu_features",
            "default_runtime",
            "export",
+           "exported_format",
            "format_for_path",
            "format_markdown",
            "get_format",
            "load_calibration",
+           "load_exported",
            "machine_signature",
            "make_runner",
            "open_runtime",

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from .._utils import check_writable, os_error_message
 from ..analysis import cost
 from ..config import MobileNetConfig
 from ..models import MobileNetV1
@@ -46,6 +47,7 @@ __all__ = [
     "RUNTIMES",
     "BenchResult",
     "benchmark",
+    "check_out_dir",
     "check_precision",
     "default_runtime",
     "format_markdown",
@@ -132,6 +134,25 @@ def check_precision(precision: str, device: str = "cpu", features: cpu.CpuFeatur
     if not features.bf16:
         raise ValueError(f"bf16 is not accelerated on this CPU ({features.brand}: no AVX512_BF16 or AMX), so it would "
                          "be emulated or run as fp32, not timed as bf16; benchmark fp32 or int8 here")
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """``out`` as a folder results can be written to, checked before anything is measured.
+
+    A one-line ``ValueError`` naming ``out`` when it cannot be: it (or a folder above it) is a
+    file, or the nearest existing folder does not accept new files (permissions, a read-only file
+    system: tried with an unnamed temporary file, so it holds for root too). Nothing is created:
+    the folder itself is made only when the results are written.
+    """
+    path = Path(out)
+    try:
+        check_writable(path, folder=True)
+        existing = next((p for p in (path, *path.absolute().parents) if p.is_dir()), Path("."))
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ValueError(os_error_message(e, path, writing=True)) from None
+    return path
 
 
 @contextlib.contextmanager
@@ -263,6 +284,8 @@ def benchmark(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[in
     if not configs:
         raise ValueError("nothing to benchmark: give at least one width and one resolution")
     _check(runtime, precision, device, batch, threads)
+    if out is not None:
+        check_out_dir(out)  # before anything is measured, not after
     features = cpu.cpu_features()
     if show_cpu or (show_cpu is None and progress):
         print(features.summary(), file=sys.stderr, flush=True)

@@ -76,10 +76,23 @@ def load_calibration(source: Any, model: nn.Module, resolution: int, count: int,
     files = list(files)
     random.Random(seed).shuffle(files)
     preprocess = preprocessor(model, resolution)
-    calib = torch.stack([preprocess(p) for p in files[:count]])
-    rest = files[count:count + HELD_OUT_MAX]
-    held = torch.stack([preprocess(p) for p in rest]) if rest else None
-    how = f"random {calib.shape[0]} of {description}, seed {seed}"
+    # Unreadable images are skipped and counted (as predict and train do); the sample stays the
+    # first `count` readable ones of the seeded order, the held-out part the next ones.
+    inputs: list[torch.Tensor] = []
+    unreadable = 0
+    for p in files:
+        if len(inputs) == count + HELD_OUT_MAX:
+            break
+        try:
+            inputs.append(preprocess(p))
+        except ValueError:
+            unreadable += 1
+    if not inputs:
+        raise ValueError(f"{source}: none of the {len(files)} calibration images could be read")
+    calib = torch.stack(inputs[:count])
+    held = torch.stack(inputs[count:]) if len(inputs) > count else None
+    how = f"random {calib.shape[0]} of {description}, seed {seed}" + (
+        f"; {unreadable} unreadable skipped" if unreadable else "")
     return calib, held, how
 
 

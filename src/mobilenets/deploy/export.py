@@ -20,6 +20,7 @@ activation ranges calibrated on real images.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -32,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._utils import check_writable, make_dirs, os_error_message
+from ..inference import Classifier
 from ..models import MobileNetV1
 from ..quant import fuse
 from ..weights import is_detector_file, load_detector, load_pretrained
@@ -47,6 +50,7 @@ __all__ = [
     "ExportReport",
     "Runner",
     "export",
+    "file_metadata",
     "format_for_path",
     "load_calibration",
     "open_runtime",
@@ -118,6 +122,11 @@ def _check_options(format: str, out: Path, batch: int | str, resolution: int | N
         raise ValueError(f"{out}: is a directory; give the output file name")
     if fmt.path_rule and out.suffix.lower() not in fmt.suffixes:
         raise ValueError(f"{out}: {fmt.path_rule}")
+    named = format_for_path(out)
+    if named is not None and named != fmt.name:  # e.g. ONNX written as m.xml: every reader would misread it
+        raise ValueError(f"{out}: {out.suffix} is for {named} files, but this export is {fmt.name}; "
+                         f"give a {fmt.suffix} path (or --format {named})")
+    check_writable(out)
     return fmt
 
 
@@ -167,6 +176,35 @@ def _verify_inputs(int8: bool, calib: np.ndarray | None, held: np.ndarray | None
     if batch == "dynamic":  # odd batch sizes too, to prove the batch really is dynamic
         parts.append(torch.randn(3, *shape, generator=gen).numpy())
     return np.concatenate(parts).astype(np.float32), "random + real" if calib is not None else "random"
+
+
+def _remove_dirs(made: list[Path]) -> None:
+    """Remove the (still empty) folders an export created for a file it did not keep."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def file_metadata(model: nn.Module, resolution: int, int8: bool) -> str | None:
+    """What a reader of the exported file needs to run it as the PyTorch model runs (JSON text,
+    stored under :data:`~mobilenets.deploy.formats.base.METADATA_KEY`): the config, the
+    preprocessing and input rounding the weights expect, the class names, the input size.
+    None for a model that is not a :class:`MobileNetV1` (its preprocessing is unknown)."""
+    if not isinstance(model, MobileNetV1):
+        return None
+    classifier = Classifier(model)
+    info = getattr(model, "pretrained_cfg", None)
+    quantization = classifier.input_quantization
+    return json.dumps({
+        "kind": "mobilenets-classifier", "version": 1, "config": model.config.to_dict(),
+        "input_size": int(resolution), "preprocess": dict(classifier.spec),
+        "class_names": list(info.class_names) if info is not None and info.class_names else None,
+        "has_background_class": bool(info.has_background_class) if info is not None else model.num_classes == 1001,
+        "input_quantization": list(quantization) if quantization is not None else None,
+        "int8": bool(int8), "source": info.path if info is not None else None,
+    }, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- verification
@@ -227,7 +265,8 @@ def _check_agreement(fmt: Format, agree: float, n: int, source: str, min_agreeme
 def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: str | os.PathLike, *,
            resolution: int | None = None, batch: int | str = 1, int8: bool = False,
            calibration: Any = None, calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
-           verify_samples: int = 4, seed: int = 0, min_agreement: float | None = None) -> ExportReport:
+           verify_samples: int = 4, seed: int = 0, min_agreement: float | None = None,
+           postprocess: bool | str = False) -> ExportReport:
     """Export a model (or a weights file) to ``format`` at ``out``, verified in its runtime.
 
     Args:
@@ -246,8 +285,9 @@ def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: st
             images (default: the format's, 0.9).
 
     A detector (Google's TFLite SSD file, a detection run, an :class:`SSDMobileNetV1`) exports its
-    raw graph (box encodings + sigmoid scores) to ONNX or OpenVINO, int8 through ONNX Runtime
-    (:func:`mobilenets.deploy.detector.export_detector`).
+    raw graph (box encodings + sigmoid scores) to ONNX, OpenVINO or TFLite, int8 through ONNX Runtime
+    or LiteRT (:func:`mobilenets.deploy.detector.export_detector`); ``postprocess`` (``True``,
+    ``"multiclass"`` or ``"fast"``; CLI ``--nms``) puts decoding + NMS into the file.
 
     Returns:
         An :class:`ExportReport`. Raises ``ValueError`` (one line) for bad options or a failed
@@ -259,7 +299,10 @@ def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: st
         from .detector import export_detector  # (it builds on this module's ExportReport)
 
         return export_detector(model_or_weights, format, out, int8=int8, calibration=calibration,
-                               calibration_images=min(calibration_images, 16))  # histograms of 1917×91 scores: slow
+                               calibration_images=min(calibration_images, 16),  # histograms of 1917×91 scores: slow
+                               postprocess=postprocess)
+    if postprocess:
+        raise ValueError("--nms (decoding + NMS in the file) is for detectors")
     start = time.perf_counter()
     out = Path(out)
     fmt = _check_options(format, out, batch, resolution, int8, calibration, calibration_images)
@@ -281,8 +324,14 @@ def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: st
         held = held_t.numpy() if held_t is not None else None
     verify_inputs, verify_source = _verify_inputs(int8, calib, held, batch, verify_samples, (c, r, r), gen)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)
+    made = make_dirs(out.parent)  # removed again if the export fails
+    try:
+        workdir = tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)
+    except OSError as e:
+        message = os_error_message(e, out, writing=True)
+        _remove_dirs(made)
+        raise type(e)(message) from None
+    kept = False
     try:
         tmp = os.path.join(workdir, out.name)
         if int8:
@@ -290,6 +339,9 @@ def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: st
             fmt.write_int8(fused, example, tmp, batch, calib)
         else:
             fmt.write(fused, example, tmp, batch)
+        metadata = file_metadata(model, r, int8 or prequantized)
+        if metadata is not None and fmt.embed is not None:
+            fmt.embed(tmp, metadata)
         # A QAT model's reference is fp32-emulated int8; runtimes computing in real int8 round
         # differently at quantization boundaries, so it is checked like an int8 export.
         as_int8 = int8 or (prequantized and not fmt.verify.qat_exact)
@@ -299,10 +351,16 @@ def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: st
         produced = sorted(os.listdir(workdir))
         targets = [out.with_name(name) for name in produced]
         # The main file goes last, so a reader never sees it without its companions (.bin).
-        for name, target in sorted(zip(produced, targets), key=lambda t: t[0] == out.name):
-            os.replace(os.path.join(workdir, name), target)
+        try:
+            for name, target in sorted(zip(produced, targets), key=lambda t: t[0] == out.name):
+                os.replace(os.path.join(workdir, name), target)
+        except OSError as e:
+            raise type(e)(os_error_message(e, out, writing=True)) from None
+        kept = True
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if not kept:
+            _remove_dirs(made)
 
     return ExportReport(
         path=str(out), format=format, files=[str(t) for t in targets],

@@ -20,7 +20,7 @@ from ..data import cache_dir
 from . import cpu
 from .formats import EAGER_RUNTIME, RUNTIMES
 
-__all__ = ["PROBE_CONFIG", "probe_path", "load_probe", "run_probe", "probed_runtime", "precisions_to_probe"]
+__all__ = ["PROBE_CONFIG", "load_probe", "precisions_to_probe", "probe_path", "probed_runtime", "run_probe"]
 
 PROBE_CONFIG = MobileNetConfig(width_multiplier=0.5, resolution=128)
 _VERSION = 1

@@ -57,6 +57,8 @@ def evaluate_imagenet_folder(classifier: Classifier, root: str | os.PathLike, *,
     paths = list_images([root])
     if not paths:
         raise ValueError(f"{root}: no images found (expected JPEG/PNG files, in wnid folders or named <wnid>_*.JPEG)")
+    if not classifier.has_classifier:
+        raise ValueError(classifier.no_classifier_message())
     offset = 1 if classifier.model.num_classes == 1001 else 0
     labelled = [(p, t) for p in paths if (t := imagenet_target(p)) is not None]
     if not labelled:
@@ -105,7 +107,7 @@ def evaluate_dataset(model: MobileNetV1, data_path: str | os.PathLike, *, split:
                          "for ImageNet folders use `mobilenets evaluate DIR --weights FILE`")
     if split not in ("train", "val", "test"):
         raise ValueError(f"unknown split {split!r}; choose train, val or test")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else next(iter(model.parameters()), torch.empty(0)).device
     model = model.to(device).eval()
     index = open_data(data_path).index(split, class_names)
     if subset:

@@ -193,6 +193,10 @@ class MobileNetV1(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             got = f"a {x.dim()}-D tensor" if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"MobileNetV1 takes a batch of images (N, {self.config.in_chans}, H, W), got {got}")
+        if not x.is_floating_point():
+            raise ValueError(f"the model takes float images (normalized as its weights expect, e.g. by "
+                             f"mobilenets.Classifier(model).preprocess), got a {str(x.dtype).removeprefix('torch.')} "
+                             "tensor; convert it with x.float() and normalize it")
         if x.shape[1] != self.config.in_chans:
             raise ValueError(f"the model takes {self.config.in_chans}-channel images, got {x.shape[1]} channels "
                              f"(shape {tuple(x.shape)}); convert grayscale to RGB, or build it with in_chans="

@@ -37,7 +37,7 @@ from torch import nn
 from .._utils import atomic_write, seeded_generator
 from ..config import MobileNetConfig
 from ..data import TensorSplit, balanced_subset
-from ..data.images import ImageSet, View, content_key, iter_decoded, open_images
+from ..data.images import ImageSet, View, iter_decoded, open_images
 from ..weights import read_weights
 from .base import Batch, Task
 from .metrics import Sums, agreement_count, cosine_sum, mean_average_precision, topk_correct
@@ -80,7 +80,7 @@ def multilabel_loss(student: torch.Tensor, teacher: torch.Tensor | None = None, 
     """Per sample, the mean over classes of binary cross entropy of the student's sigmoid against
     the teacher's scores and/or the 0/1 ground truth: ``(1 − a)·BCE(s, y) + a·BCE(s, p)`` with both."""
     s = student.float()
-    bce = lambda y: F.binary_cross_entropy_with_logits(s, y.float(), reduction="none").mean(dim=1)  # noqa: E731
+    bce = lambda y: F.binary_cross_entropy_with_logits(s, y.float(), reduction="none").mean(dim=1)
     if teacher is None and target is None:
         raise ValueError("the multi-label loss needs the teacher's scores, the labels or both")
     if teacher is None:

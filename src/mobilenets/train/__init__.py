@@ -8,6 +8,7 @@ From Python::
 Another task (:class:`mobilenets.tasks.Task`) runs through the same engine: ``train(config, task=MyTask())``.
 """
 
+from .distill_experiments import DISTILL_TABLES, run_distill_experiment
 from .engine import TIME_KEYS, TrainingDiverged
 from .experiment import TABLES, ExperimentRun, run_experiment, write_reports
 from .recipes import (
@@ -28,4 +29,4 @@ from .trainer import build_model, fit, load_trained, train
 __all__ = ["TrainConfig", "RunSettings", "train", "fit", "TrainingDiverged", "TIME_KEYS", "build_model",
            "load_trained", "Recipe", "RECIPES", "OPTIMIZER_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
            "ModelEma", "lr_factor", "make_optimizer", "param_groups", "TABLES", "ExperimentRun", "run_experiment",
-           "write_reports"]
+           "write_reports", "DISTILL_TABLES", "run_distill_experiment"]

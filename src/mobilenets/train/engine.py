@@ -27,7 +27,7 @@ from .checkpoint import Checkpointer, RunState, finished_summary, previous_run
 from .distributed import Dist, StopFlag, all_reduce, barrier, init_distributed
 from .logger import RunLogger
 from .recipes import lr_factor
-from .settings import TrainConfig, check_config, check_finished, check_resume, resolve
+from .settings import TrainConfig, check_config, check_finished, check_resume, resolve, run_notes
 
 __all__ = ["TIME_KEYS", "Engine", "TrainingDiverged"]
 
@@ -93,7 +93,8 @@ class Engine:
                                                                 cfg.seed, self.dist)
         r = resolve(cfg, self.data, world=self.dist.world, device_type=self.device_type, task=task.name,
                     model=task.resolve_model, default_recipe=task.default_recipe, arch=getattr(task, "arch", None),
-                    freeze_backbone=bool(getattr(task, "freeze_backbone", False)))
+                    freeze_backbone=bool(getattr(task, "freeze_backbone", False)),
+                    distill=getattr(task, "distill_settings", None))
         if prev is not None:
             check_resume(r.settings, prev, self.run_dir)
             if prev.get("class_names") != self.data.class_names:
@@ -138,7 +139,8 @@ class Engine:
                 f"{s.epochs} epochs, global batch {s.batch_size}, {s.optimizer} lr {s.lr:.4g} {s.schedule}, "
                 f"{d.world} process(es) on {self.device_type}, {s.mode} input"
                 + (", quantization-aware (int8 fake quantization)" if s.qat else "")
-                + (f", task {self.task.name}" if self.task.name != "classification" else ""))
+                + (f", task {self.task.name}" if self.task.name != "classification" else "")
+                + "".join(f"; {note}" for note in run_notes(self.cfg, s)))
         if self.data.skipped:
             log.note(skipped_message(self.data.skipped, str(self.data.root)))
         status = "finished"

@@ -32,6 +32,7 @@ __all__ = [
     "check_finished",
     "check_resume",
     "resolve",
+    "run_notes",
 ]
 
 
@@ -64,6 +65,17 @@ class TrainConfig:
     task: str = "classification"
     arch: str | None = None
     freeze_backbone: bool = False
+    # distillation (``task`` "kd", "embedding" or "multilabel"; :mod:`mobilenets.tasks.distill`):
+    # ``teacher`` a weights file or run; ``data`` may then be a list of sources; ``labels`` "teacher",
+    # "gt" or "both"; ``teacher_cache``: run the teacher once per image (False: every step, on the
+    # student's augmented batch); ``normalize``: L2-normalize embeddings before the squared distance
+    teacher: str | os.PathLike | None = None
+    temperature: float | None = None
+    alpha: float | None = None
+    labels: str | None = None
+    val_data: str | os.PathLike | None = None
+    normalize: bool = False
+    teacher_cache: bool = True
     # model
     model: MobileNetConfig | None = None
     width: float | None = None
@@ -113,8 +125,10 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["model"] = self.model.to_dict() if self.model is not None else None
-        for k in ("data", "out", "init"):
-            if d[k] is not None:
+        for k in ("data", "out", "init", "teacher", "val_data"):
+            if isinstance(d[k], (list, tuple)):
+                d[k] = [str(x) for x in d[k]]
+            elif d[k] is not None:
                 d[k] = str(d[k])
         return d
 
@@ -192,6 +206,9 @@ class RunSettings:
     task: str = field(metadata=_m("task", identity=True, legacy="classification"))
     arch: str | None = field(default=None, metadata=_m("arch", identity=True))
     freeze_backbone: bool = field(default=False, metadata=_m("freeze_backbone", identity=True, legacy=False))
+    # distillation: teacher (its source and content hash), loss, temperature, alpha, labels, ...
+    distill: dict | None = field(default=None, metadata=_m("teacher", "temperature", "alpha", "labels", "val_data",
+                                                            "normalize", "teacher_cache", identity=True))
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -203,6 +220,13 @@ class RunSettings:
 
     def __getitem__(self, key: str) -> Any:  # settings["lr"], as the dict of earlier versions
         return getattr(self, key)
+
+
+def _data_str(data: Any) -> str:
+    """The run's data as stored: one path, or several joined by " + " (distillation sources)."""
+    if isinstance(data, (list, tuple)):
+        return " + ".join(str(d) for d in data) if len(data) > 1 else str(data[0])
+    return str(data)
 
 
 def _plain(v: Any) -> Any:
@@ -220,7 +244,7 @@ _IDENTITY_OPTIONS = tuple(dict.fromkeys(o for f in dataclasses.fields(RunSetting
 
 
 def _same(key: str, old: Any, new: Any) -> bool:
-    if key in ("data", "init") and old is not None and new is not None:
+    if key in ("data", "init") and isinstance(old, str) and isinstance(new, str):
         return str(old) == str(new) or Path(str(old)).resolve() == Path(str(new)).resolve()
     return old == new
 
@@ -354,6 +378,11 @@ def _optimization(cfg: TrainConfig, recipe: Recipe, world: int, n_train: int) ->
             wd = recipe.weight_decay  # coupled L2 either way: the recipe's value carries over
     batch = cfg.batch_size or recipe.batch_size
     accum = cfg.accum_steps
+    if cfg.batch_size is None and batch > n_train >= world * accum:
+        # The recipe's batch on a small training set (a 200-image folder, --subset 500): the whole
+        # set, in steps the processes can share; the learning rate below scales with it, and the
+        # run's first line says so (capped_batch_note).
+        batch = n_train // (world * accum) * (world * accum)
     if batch % (world * accum):
         raise ValueError(f"--batch-size {batch} (global) must be divisible by processes × accumulation steps "
                          f"({world} × {accum})")
@@ -378,6 +407,26 @@ def _optimization(cfg: TrainConfig, recipe: Recipe, world: int, n_train: int) ->
     }
 
 
+def run_notes(cfg: TrainConfig, settings: RunSettings) -> list[str]:
+    """What the run's first line must say beyond its settings: the recipe's batch capped at a small
+    training set; the small-input stem switched on for an --init file made without it."""
+    notes = []
+    recipe = RECIPES.get(settings.recipe)
+    if cfg.batch_size is None and recipe is not None and settings.batch_size < recipe.batch_size:
+        notes.append(f"the {recipe.name} recipe's batch {recipe.batch_size} is capped at the training set's "
+                     f"{settings.train_images} images (lr scaled to it; --batch-size sets another)")
+    if cfg.init is not None and cfg.cifar_stem is None and settings.cifar_stem:
+        try:
+            init = read_weights(cfg.init)[0]
+        except ValueError:
+            init = None
+        if init is not None and not init.cifar_stem:
+            notes.append(f"the small-input stem is switched on for {settings.input_size}-px input (stride 1 in the "
+                         f"stem and Conv2d_2): {cfg.init} was made for {init.resolution} px without it; its weights "
+                         "are kept (--no-cifar-stem keeps its strides)")
+    return notes
+
+
 def _speed(cfg: TrainConfig, recipe: Recipe, device_type: str, small: bool) -> dict[str, Any]:
     amp = cfg.amp or (recipe.amp if device_type == "cuda" else "off")
     if amp == "fp16" and device_type != "cuda":
@@ -395,9 +444,21 @@ def _speed(cfg: TrainConfig, recipe: Recipe, device_type: str, small: bool) -> d
             "sync_bn": bool(cfg.sync_bn), "deterministic": bool(cfg.deterministic)}
 
 
+def _check_batch_norm(config: MobileNetConfig, input_size: int, micro_batch: int) -> None:
+    """BatchNorm in training mode needs more than one value per channel: a micro-batch of one image
+    whose last map is 1×1 (32 px without the small-input stem) cannot train."""
+    side = input_size
+    for _ in range(int(math.log2(min(config.output_stride, 32))) - (2 if config.cifar_stem else 0)):
+        side = -(-side // 2)
+    if micro_batch == 1 and side == 1:
+        raise ValueError(f"a batch of 1 image per step (per process and accumulation step) of {input_size} px ends "
+                         "in a 1×1 map, and BatchNorm in training needs more than one value per channel: use "
+                         "--batch-size 2 or more, fewer --accum-steps, or the small-input stem (--cifar-stem)")
+
+
 def resolve(cfg: TrainConfig, data: Any, *, world: int, device_type: str, task: str = "classification",
             model: Any = None, default_recipe: str | None = None, arch: str | None = None,
-            freeze_backbone: bool = False) -> Resolved:
+            freeze_backbone: bool = False, distill: dict[str, Any] | None = None) -> Resolved:
     """The settings of a run from its options, the recipe and the data (``data``: class names,
     ``mode``, ``native_size`` and the train and val splits). ``model``: the task's
     :meth:`~mobilenets.tasks.Task.resolve_model` (None, or returning None: a classifier's)."""
@@ -408,6 +469,8 @@ def resolve(cfg: TrainConfig, data: Any, *, world: int, device_type: str, task: 
     if cfg.freeze_epochs and cfg.init is None:
         raise ValueError("--freeze-epochs freezes pretrained layers; give the weights with --init")
     opt = _optimization(cfg, recipe, world, len(data.train))
+    if resolved is None:  # a classifier: checked before the run directory is made, not at the first step
+        _check_batch_norm(model_config, input_size, opt["world_batch"] // opt["accum_steps"])
     settings = RunSettings(
         recipe=recipe.name, model=model_config.to_dict(), cifar_stem=cifar_stem, input_size=input_size, **opt,
         cutout=int(cfg.cutout if cfg.cutout is not None else recipe.cutout),
@@ -417,8 +480,8 @@ def resolve(cfg: TrainConfig, data: Any, *, world: int, device_type: str, task: 
         init=str(cfg.init) if cfg.init else None, qat=bool(cfg.qat),
         preprocess={"mean": list(preprocess["mean"]), "std": list(preprocess["std"]),
                     "crop": 1.0 if small else recipe.eval_crop, "resize": "tf_legacy_bilinear"},
-        train_images=len(data.train), val_images=len(data.val), data=str(cfg.data), task=task, arch=arch,
-        freeze_backbone=bool(freeze_backbone))
+        train_images=len(data.train), val_images=len(data.val), data=_data_str(cfg.data), task=task, arch=arch,
+        freeze_backbone=bool(freeze_backbone), distill=dict(distill) if distill else None)
     if not 0 <= settings.label_smoothing < 1:
         raise ValueError(f"label smoothing must be in [0, 1), got {settings.label_smoothing}")
     if settings.weight_decay < 0:

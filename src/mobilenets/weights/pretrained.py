@@ -221,6 +221,10 @@ def read_weights(path: str | os.PathLike) -> tuple[MobileNetConfig, dict[str, to
         raise ValueError(f"{path}: a directory without best.pt or checkpoint.pt; give a weights file or a run directory")
     if not path.is_file():
         raise ValueError(f"{path}: no such weights file")
+    if path.suffix.lower() in (".onnx", ".xml"):
+        raise ValueError(f"{path}: an exported model ({'ONNX' if path.suffix.lower() == '.onnx' else 'OpenVINO'}), "
+                         "not weights: run it in its runtime with mobilenets.deploy.load_exported(path), or "
+                         "`mobilenets predict/evaluate --weights FILE`")
     kind = _sniff(path)
     if kind == "tflite":
         config, sd, info = load_tflite(path)

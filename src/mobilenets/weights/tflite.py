@@ -364,6 +364,9 @@ def load_tflite(path: str | os.PathLike) -> tuple[MobileNetConfig, dict[str, tor
     if any(op.op == "CUSTOM(TFLite_Detection_PostProcess)" for op in graph.ops):
         raise ValueError(f"{source}: an SSD detector, not a classifier; load it with mobilenets.load_detector "
                          "(or `mobilenets detect IMAGE --weights FILE`)")
+    if graph.description == "mobilenets":  # our own export (MEAN pool, PAD ops, maybe int8): not weights
+        raise ValueError(f"{source}: a file written by `mobilenets export`, not weights: run it in LiteRT with "
+                         "mobilenets.deploy.load_exported(path), or `mobilenets predict/evaluate --weights FILE`")
     layout = match_mobilenet_v1(graph, source)
     config = layout.config
     try:

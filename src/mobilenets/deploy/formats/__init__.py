@@ -1,8 +1,10 @@
 """The export formats: one module each, and :data:`REGISTRY`, the one place that lists them.
 
 Each format module defines a :class:`Format` entry (``FORMAT``): its fp32 and int8 writers,
-its runtime's opener, its verification settings, its file suffixes and the runtime that
-runs it. Everything else (``export``, ``open_runtime``, ``bench``, ``select`` and the CLI's
+its runtime's opener, its verification settings, its file suffixes, the runtime that
+runs it, and how mobilenets' metadata (config, preprocessing, classes) is stored in and read
+from its files (``embed`` / ``read_metadata``: exported files run as models, see
+:mod:`mobilenets.deploy.exported`). Everything else (``export``, ``open_runtime``, ``bench``, ``select`` and the CLI's
 choices) reads the lists below, derived from the registry:
 
 ============  ===================  ==============  ===============================

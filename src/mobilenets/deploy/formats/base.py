@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,8 @@ from torch import nn
 
 from ..runner import Runner
 
-__all__ = ["Format", "Int8Writer", "Opener", "Verify", "Writer", "batch_dim", "calibration_chunks"]
+__all__ = ["METADATA_KEY", "Format", "Int8Writer", "Opener", "Verify", "Writer", "batch_dim", "calibration_chunks",
+           "read_zip_metadata"]
 
 # (fused model, example input (static batch), path, batch: int or "dynamic") → writes path
 Writer = Callable[[nn.Module, torch.Tensor, str, int | str], None]
@@ -20,6 +22,9 @@ Writer = Callable[[nn.Module, torch.Tensor, str, int | str], None]
 Int8Writer = Callable[[nn.Module, torch.Tensor, str, int | str, np.ndarray], None]
 # (path, *, threads, precision, device) → Runner
 Opener = Callable[..., Runner]
+# The key under which an export stores what a reader needs to run it like the PyTorch model (a JSON
+# text: config, preprocessing, class names, input size; see mobilenets.deploy.exported).
+METADATA_KEY = "mobilenets"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class Format:
     verify: Verify = field(default_factory=Verify)
     bf16: bool = False  # the runtime has a bf16 CPU path for this file
     path_rule: str | None = None  # when set, the output must end in one of `suffixes` (this says why)
+    embed: Callable[[str, str], None] | None = None  # (path, JSON text): store METADATA_KEY in a written file
+    read_metadata: Callable[[str], str | None] | None = None  # path → that text, None when the file has none
 
     @property
     def suffix(self) -> str:
@@ -73,3 +80,13 @@ def batch_dim(batch: int | str) -> Any:
 def calibration_chunks(calibration: np.ndarray, step: int) -> list[np.ndarray]:
     """Calibration inputs in contiguous batches of ``step`` (a partial last batch is dropped)."""
     return [np.ascontiguousarray(calibration[i:i + step]) for i in range(0, calibration.shape[0] - step + 1, step)]
+
+
+def read_zip_metadata(path: str) -> str | None:
+    """``extra/METADATA_KEY`` of a torch zip archive (TorchScript's and torch.export's extra files)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.split("/", 1)[-1] == f"extra/{METADATA_KEY}"), None)
+            return archive.read(name).decode() if name is not None else None
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError):
+        return None

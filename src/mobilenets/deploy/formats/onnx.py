@@ -21,9 +21,10 @@ from ...quant import correct_bias_for_int8
 from .. import cpu
 from ..runner import Runner
 from ..support import need, quiet
-from .base import Format, batch_dim, calibration_chunks
+from .base import METADATA_KEY, Format, batch_dim, calibration_chunks
 
-__all__ = ["FORMAT", "open_onnx", "ort_int8_settings", "ort_session_options", "write_onnx", "write_onnx_int8"]
+__all__ = ["FORMAT", "embed_onnx", "open_onnx", "ort_int8_settings", "ort_session_options", "read_onnx_metadata",
+           "write_onnx", "write_onnx_int8"]
 
 
 def write_onnx(model: nn.Module, example: torch.Tensor, path: str, batch: int | str) -> None:
@@ -134,9 +135,33 @@ def open_onnx(path: str, *, threads: int | None = None, precision: str = "fp32",
     return Runner("onnxruntime " + ort.__version__, lambda x: sess.run([out_name], {inp.name: x})[0], static)
 
 
+def embed_onnx(path: str, text: str) -> None:
+    """Store ``text`` as the model's ``metadata_props[METADATA_KEY]`` (ONNX's key/value metadata)."""
+    onnx = need("onnx", "onnx", "ONNX export")
+    model = onnx.load(path)
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    model.metadata_props.add(key=METADATA_KEY, value=text)
+    onnx.save(model, path)
+
+
+def read_onnx_metadata(path: str) -> str | None:
+    """``metadata_props[METADATA_KEY]`` of an ONNX file, or None (read by ONNX Runtime, which runs it)."""
+    ort = need("onnxruntime", "onnxruntime", "running ONNX files")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        meta = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]).get_modelmeta()
+    except Exception as e:  # noqa: BLE001 (onnxruntime's own exception types: a file it cannot read)
+        raise ValueError(f"{path}: not an ONNX model ONNX Runtime can read ({str(e).splitlines()[0][:160]})") from None
+    return meta.custom_metadata_map.get(METADATA_KEY)
+
+
 FORMAT = Format(
     name="onnx", suffixes=(".onnx",), runtime="onnxruntime", runtime_module="onnxruntime",
     runtime_package="onnxruntime", write=write_onnx, open=open_onnx,
     toolchain="torch.onnx.export (dynamo), BN folded",
-    write_int8=write_onnx_int8, int8_toolchain=_int8_toolchain,
+    write_int8=write_onnx_int8, int8_toolchain=_int8_toolchain, embed=embed_onnx, read_metadata=read_onnx_metadata,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import tempfile
 from typing import Any
 
@@ -15,10 +16,11 @@ from torch import nn
 from .. import cpu
 from ..runner import Runner
 from ..support import need, quiet
-from .base import Format, calibration_chunks
+from .base import METADATA_KEY, Format, calibration_chunks
 from .onnx import write_onnx_tmp
 
-__all__ = ["FORMAT", "nncf_settings", "open_openvino", "openvino_config", "write_openvino", "write_openvino_int8"]
+__all__ = ["FORMAT", "embed_openvino", "nncf_settings", "open_openvino", "openvino_config", "read_openvino_metadata",
+           "write_openvino", "write_openvino_int8"]
 
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: outside the quantized ops
 
@@ -119,6 +121,30 @@ def open_openvino(path: str, *, threads: int | None = None, precision: str = "fp
     return Runner("openvino " + ov.__version__.split("-")[0], run, static)
 
 
+def embed_openvino(path: str, text: str) -> None:
+    """Store ``text`` in the IR's ``rt_info`` under METADATA_KEY (the .xml and its .bin are rewritten)."""
+    ov = need("openvino", "openvino", "OpenVINO export")
+    model = ov.Core().read_model(path)
+    model.set_rt_info(text, [METADATA_KEY])
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.TemporaryDirectory(dir=folder) as tmpdir:  # beside it: the renames stay on one file system
+        xml = os.path.join(tmpdir, "model.xml")
+        ov.save_model(model, xml, compress_to_fp16=False)
+        del model
+        os.replace(os.path.join(tmpdir, "model.bin"), os.path.splitext(path)[0] + ".bin")
+        os.replace(xml, path)
+
+
+def read_openvino_metadata(path: str) -> str | None:
+    """The IR's ``rt_info[METADATA_KEY]``, or None."""
+    ov = need("openvino", "openvino", "running OpenVINO files")
+    try:
+        model = ov.Core().read_model(path)
+    except Exception as e:  # noqa: BLE001 (OpenVINO's own exception types: a file it cannot read)
+        raise ValueError(f"{path}: not an OpenVINO model OpenVINO can read ({str(e).splitlines()[0][:160]})") from None
+    return model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY]) else None
+
+
 FORMAT = Format(
     name="openvino", suffixes=(".xml",), runtime="openvino", runtime_module="openvino", runtime_package="openvino",
     write=write_openvino, open=open_openvino,
@@ -126,4 +152,5 @@ FORMAT = Format(
     write_int8=write_openvino_int8,
     int8_toolchain=_int8_toolchain,
     bf16=True, path_rule="an OpenVINO model is written as NAME.xml (+ NAME.bin); give a .xml path",
+    embed=embed_openvino, read_metadata=read_openvino_metadata,
 )

@@ -11,9 +11,9 @@ from torch import nn
 from ...quant import pt2e_quantize
 from ..runner import Runner, torch_call
 from ..support import quiet
-from .base import Format, Verify, batch_dim
+from .base import METADATA_KEY, Format, Verify, batch_dim, read_zip_metadata
 
-__all__ = ["FORMAT", "export_program", "open_pt2", "write_pt2", "write_pt2_int8"]
+__all__ = ["FORMAT", "embed_pt2", "export_program", "open_pt2", "write_pt2", "write_pt2_int8"]
 
 
 def export_program(model: nn.Module, example: torch.Tensor, batch: int | str) -> Any:
@@ -47,10 +47,16 @@ def open_pt2(path: str, *, threads: int | None = None, precision: str = "fp32", 
     return Runner("torch.export " + torch.__version__, torch_call(ep.module(), device), _static_batch(ep))
 
 
+def embed_pt2(path: str, text: str) -> None:
+    """Store ``text`` as the archive's extra file METADATA_KEY (saved again with it)."""
+    with quiet():
+        torch.export.save(torch.export.load(path), path, extra_files={METADATA_KEY: text})
+
+
 FORMAT = Format(
     name="pt2", suffixes=(".pt2",), runtime="torch", runtime_module="torch", runtime_package="torch",
     write=write_pt2, open=open_pt2, toolchain="torch.export, BN folded",
     write_int8=write_pt2_int8,
     int8_toolchain=lambda: "PT2E (torchao) X86InductorQuantizer: per-channel int8 weights, uint8 activations",
-    verify=Verify(qat_exact=True), bf16=True,
+    verify=Verify(qat_exact=True), bf16=True, embed=embed_pt2, read_metadata=read_zip_metadata,
 )

@@ -12,10 +12,10 @@ from torch import nn
 from ...quant import correct_bias_for_int8
 from ..runner import Runner
 from ..support import need
-from .base import Format
-from .tflite_writer import model_to_tflite, nchw_to_nhwc, quantize_tflite
+from .base import METADATA_KEY, Format
+from .tflite_writer import embed_tflite_metadata, model_to_tflite, nchw_to_nhwc, quantize_tflite, read_tflite_metadata
 
-__all__ = ["FORMAT", "open_tflite", "write_tflite", "write_tflite_int8"]
+__all__ = ["FORMAT", "embed_tflite", "open_tflite", "read_tflite", "write_tflite", "write_tflite_int8"]
 
 
 def write_tflite(model: nn.Module, example: torch.Tensor, path: str, batch: int | str) -> None:
@@ -59,11 +59,25 @@ def open_tflite(path: str, *, threads: int | None = None, precision: str = "fp32
     return Runner(f"ai-edge-litert {version}".strip(), run, None if dynamic else int(inp["shape"][0]), layout="NHWC")
 
 
+def embed_tflite(path: str, text: str) -> None:
+    """Store ``text`` as the flatbuffer's metadata entry METADATA_KEY (LiteRT ignores it when running)."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    with open(path, "wb") as f:
+        f.write(embed_tflite_metadata(buf, {METADATA_KEY: text}))
+
+
+def read_tflite(path: str) -> str | None:
+    """The metadata entry METADATA_KEY of a TFLite file, or None (Google's files have none)."""
+    with open(path, "rb") as f:
+        return read_tflite_metadata(f.read()).get(METADATA_KEY)
+
+
 FORMAT = Format(
     name="tflite", suffixes=(".tflite",), runtime="litert", runtime_module="ai_edge_litert",
     runtime_package="ai-edge-litert", write=write_tflite, open=open_tflite,
     toolchain="mobilenets' TFLite writer (deploy.formats.tflite_writer), BN folded, NHWC input",
-    write_int8=write_tflite_int8,
+    write_int8=write_tflite_int8, embed=embed_tflite, read_metadata=read_tflite,
     int8_toolchain=lambda: ("LiteRT post-training quantizer (ai-edge-litert calibration wrapper): per-channel "
                             "symmetric int8 weights (bias-corrected), int8 activations, MinMax calibration, "
                             "float32 I/O"),

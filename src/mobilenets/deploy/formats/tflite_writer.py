@@ -31,7 +31,7 @@ from torch import nn
 from ...layers import Conv2dSame
 from ...models import MobileNetV1
 
-__all__ = ["model_to_tflite", "quantize_tflite"]
+__all__ = ["embed_tflite_metadata", "model_to_tflite", "quantize_tflite", "read_tflite_metadata"]
 
 
 def _schema() -> Any:
@@ -120,6 +120,57 @@ def _conv_layers(features: nn.Module) -> list[tuple[nn.Conv2d, nn.Module | None]
     return out
 
 
+def _emit_conv(g: _Graph, x: int, conv: nn.Conv2d, act: nn.Module | None, name: str, h: int, w: int,
+               batch: int) -> tuple[int, int, int]:
+    """Append one BN-folded convolution (``PAD`` first where PyTorch's padding is not TFLite's) with its
+    activation fused; returns ``(output tensor, H, W)``."""
+    s = g.s
+    kh, kw = conv.kernel_size
+    sh, sw = conv.stride
+    dh, dw = conv.dilation
+    depthwise = conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1
+    if conv.groups != 1 and not depthwise:
+        raise ValueError("tflite export: grouped convolutions other than depthwise are not supported")
+    if isinstance(conv, Conv2dSame):
+        padding = s.Padding.SAME
+    else:
+        ph, pw = conv.padding if isinstance(conv.padding, tuple) else (0, 0)
+        same = (sh, sw) == (1, 1) and ph == (kh - 1) // 2 * dh and pw == (kw - 1) // 2 * dw
+        padding = s.Padding.SAME if same else s.Padding.VALID
+        if not same and (ph or pw):  # PyTorch pads symmetrically; TFLite's SAME would not
+            pads = g.tensor(f"{name}.pads", [4, 2], np.array([[0, 0], [ph, ph], [pw, pw], [0, 0]], np.int32),
+                            dtype=s.TensorType.INT32)
+            h, w = h + 2 * ph, w + 2 * pw
+            padded = g.tensor(f"{name}.pad", [batch, h, w, conv.in_channels])
+            g.op(s.BuiltinOperator.PAD, [x, pads], [padded], s.BuiltinOptions.PadOptions, s.PadOptionsT())
+            x = padded
+    if padding == s.Padding.SAME:
+        h, w = -(-h // sh), -(-w // sw)
+    else:
+        h, w = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
+    weight = conv.weight.detach().float().numpy()
+    bias = (conv.bias.detach().float().numpy() if conv.bias is not None
+            else np.zeros(conv.out_channels, np.float32))
+    if depthwise:  # TFLite: (1, kh, kw, C); PyTorch: (C, 1, kh, kw)
+        filt = g.tensor(f"{name}.weight", [1, kh, kw, conv.out_channels], weight.transpose(1, 2, 3, 0))
+    else:  # TFLite: OHWI; PyTorch: OIHW
+        filt = g.tensor(f"{name}.weight", [conv.out_channels, kh, kw, conv.in_channels], weight.transpose(0, 2, 3, 1))
+    b = g.tensor(f"{name}.bias", [conv.out_channels], bias)
+    y = g.tensor(name, [batch, h, w, conv.out_channels])
+    if depthwise:
+        opts = s.DepthwiseConv2DOptionsT()
+        opts.depthMultiplier = 1
+        opt_type, builtin, version = s.BuiltinOptions.DepthwiseConv2DOptions, s.BuiltinOperator.DEPTHWISE_CONV_2D, 2
+    else:
+        opts = s.Conv2DOptionsT()
+        opt_type, builtin, version = s.BuiltinOptions.Conv2DOptions, s.BuiltinOperator.CONV_2D, 1
+    opts.padding, opts.strideH, opts.strideW = padding, sh, sw
+    opts.dilationHFactor, opts.dilationWFactor = dh, dw
+    opts.fusedActivationFunction = _activation(s, act)
+    g.op(builtin, [x, filt, b], [y], opt_type, opts, version)
+    return y, h, w
+
+
 def model_to_tflite(model: nn.Module, *, batch: int | None = 1, resolution: int | None = None) -> bytes:
     """The TFLite flatbuffer of a BN-folded :class:`~mobilenets.models.MobileNetV1` (fp32).
 
@@ -140,51 +191,7 @@ def model_to_tflite(model: nn.Module, *, batch: int | None = 1, resolution: int 
     h = w = r
     layers = _conv_layers(model.features)
     for i, (conv, act) in enumerate(layers):
-        name = f"features.{i}"
-        kh, kw = conv.kernel_size
-        sh, sw = conv.stride
-        dh, dw = conv.dilation
-        depthwise = conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1
-        if conv.groups != 1 and not depthwise:
-            raise ValueError("tflite export: grouped convolutions other than depthwise are not supported")
-        if isinstance(conv, Conv2dSame):
-            padding = s.Padding.SAME
-        else:
-            ph, pw = conv.padding if isinstance(conv.padding, tuple) else (0, 0)
-            same = (sh, sw) == (1, 1) and ph == (kh - 1) // 2 * dh and pw == (kw - 1) // 2 * dw
-            padding = s.Padding.SAME if same else s.Padding.VALID
-            if not same and (ph or pw):  # PyTorch pads symmetrically; TFLite's SAME would not
-                pads = g.tensor(f"{name}.pads", [4, 2], np.array([[0, 0], [ph, ph], [pw, pw], [0, 0]], np.int32),
-                                dtype=s.TensorType.INT32)
-                h, w = h + 2 * ph, w + 2 * pw
-                padded = g.tensor(f"{name}.pad", [batch, h, w, conv.in_channels])
-                g.op(s.BuiltinOperator.PAD, [x, pads], [padded], s.BuiltinOptions.PadOptions, s.PadOptionsT())
-                x = padded
-        if padding == s.Padding.SAME:
-            h, w = -(-h // sh), -(-w // sw)
-        else:
-            h, w = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
-        weight = conv.weight.detach().float().numpy()
-        bias = (conv.bias.detach().float().numpy() if conv.bias is not None
-                else np.zeros(conv.out_channels, np.float32))
-        if depthwise:  # TFLite: (1, kh, kw, C); PyTorch: (C, 1, kh, kw)
-            filt = g.tensor(f"{name}.weight", [1, kh, kw, conv.out_channels], weight.transpose(1, 2, 3, 0))
-        else:  # TFLite: OHWI; PyTorch: OIHW
-            filt = g.tensor(f"{name}.weight", [conv.out_channels, kh, kw, conv.in_channels], weight.transpose(0, 2, 3, 1))
-        b = g.tensor(f"{name}.bias", [conv.out_channels], bias)
-        y = g.tensor(name, [batch, h, w, conv.out_channels])
-        if depthwise:
-            opts = s.DepthwiseConv2DOptionsT()
-            opts.depthMultiplier = 1
-            opt_type, builtin, version = s.BuiltinOptions.DepthwiseConv2DOptions, s.BuiltinOperator.DEPTHWISE_CONV_2D, 2
-        else:
-            opts = s.Conv2DOptionsT()
-            opt_type, builtin, version = s.BuiltinOptions.Conv2DOptions, s.BuiltinOperator.CONV_2D, 1
-        opts.padding, opts.strideH, opts.strideW = padding, sh, sw
-        opts.dilationHFactor, opts.dilationWFactor = dh, dw
-        opts.fusedActivationFunction = _activation(s, act)
-        g.op(builtin, [x, filt, b], [y], opt_type, opts, version)
-        x = y
+        x, h, w = _emit_conv(g, x, conv, act, f"features.{i}", h, w, batch)
 
     channels = layers[-1][0].out_channels
     axes = g.tensor("pool.axes", [2], np.array([1, 2], np.int32), dtype=s.TensorType.INT32)
@@ -234,6 +241,52 @@ def _finish(g: _Graph, inputs: list[int], outputs: list[int], metadata: dict[str
     builder = flatbuffers.Builder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def embed_tflite_metadata(buf: bytes, entries: dict[str, str]) -> bytes:
+    """The flatbuffer ``buf`` with metadata entries ``name → text`` added (replacing same-named ones)."""
+    import flatbuffers
+
+    s = _schema()
+    model = s.ModelT.InitFromPackedBuf(bytearray(buf), 0)
+    model.buffers = model.buffers or []
+    names = {name.encode() for name in entries}
+    model.metadata = [m for m in (model.metadata or []) if _name(m.name) not in names]
+    for name, text in entries.items():
+        data = s.BufferT()
+        data.data = np.frombuffer(text.encode(), np.uint8)
+        model.buffers.append(data)
+        entry = s.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(buf) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def read_tflite_metadata(buf: bytes) -> dict[str, str]:
+    """The metadata entries of a TFLite flatbuffer whose data are text (name → text)."""
+    s = _schema()
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ValueError("not a TFLite file (no TFL3 identifier)")
+    model = s.Model.GetRootAs(buf, 0)
+    out = {}
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        index = entry.Buffer()
+        if not 0 <= index < model.BuffersLength():
+            continue
+        buffer = model.Buffers(index)
+        data = bytes(buffer.DataAsNumpy()) if buffer.DataLength() else b""
+        try:
+            out[_name(entry.Name()).decode()] = data.decode()
+        except UnicodeDecodeError:
+            continue  # binary metadata (e.g. TFLite Model Metadata's flatbuffer)
+    return out
+
+
+def _name(name: Any) -> bytes:
+    return name if isinstance(name, bytes) else str(name or "").encode()
 
 
 def _tensor_map(s: Any, name: str, index: int) -> Any:

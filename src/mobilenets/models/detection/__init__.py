@@ -4,8 +4,8 @@ torchvision's detection components."""
 from .anchors import SSD_ASPECT_RATIOS, SSDAnchorGenerator, ssd_box_specs
 from .backbone import SSD_EXTRA_DEPTHS, MobileNetV1SSDBackbone, freeze_batchnorm
 from .faster_rcnn import FasterRCNNMobileNetV1, faster_rcnn_mobilenet_v1
-from .ssd import HEADS, TF_SSD_MEAN_STD, SSDMobileNetV1, ssd_mobilenet_v1
+from .ssd import HEADS, NMS_MODES, TF_SSD_MEAN_STD, SSDMobileNetV1, ssd_mobilenet_v1
 
-__all__ = ["SSDAnchorGenerator", "ssd_box_specs", "SSD_ASPECT_RATIOS", "MobileNetV1SSDBackbone", "SSD_EXTRA_DEPTHS",
-           "freeze_batchnorm", "SSDMobileNetV1", "ssd_mobilenet_v1", "HEADS", "TF_SSD_MEAN_STD",
-           "FasterRCNNMobileNetV1", "faster_rcnn_mobilenet_v1"]
+__all__ = ["HEADS", "NMS_MODES", "SSD_ASPECT_RATIOS", "SSD_EXTRA_DEPTHS", "TF_SSD_MEAN_STD", "FasterRCNNMobileNetV1",
+           "MobileNetV1SSDBackbone", "SSDAnchorGenerator", "SSDMobileNetV1", "faster_rcnn_mobilenet_v1",
+           "freeze_batchnorm", "ssd_box_specs", "ssd_mobilenet_v1"]
