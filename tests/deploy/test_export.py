@@ -508,3 +508,18 @@ def test_qat_model_trains_converts_and_exports(tmp_path):
     assert report.int8 and "quantization-aware" in report.toolchain and report.cosine >= 0.9
     with pytest.raises(ValueError, match="already quantized"):
         export(int8, "onnx", tmp_path / "again.onnx", int8=True, calibration=np.zeros((2, 3, 64, 64)))
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_int8_export_of_an_embedding_model_is_judged_by_cosine(tmp_path):
+    """Google's embedding extractor has no classes: its int8 file is checked by the cosine of its embeddings
+    with fp32's (the argmax of an embedding means nothing and used to reject a 0.998-cosine file)."""
+    from conftest import need_data
+
+    from mobilenets.deploy.export import EMBEDDING_MIN_COSINE
+
+    emb = need_data("tflite", "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")
+    images = need_data("imagenet-sample")
+    report = export(emb, "onnx", tmp_path / "e.onnx", int8=True, calibration=images, calibration_images=16)
+    assert report.cosine >= EMBEDDING_MIN_COSINE and (tmp_path / "e.onnx").is_file()

@@ -335,3 +335,30 @@ def test_two_process_ddp_distillation_matches_one_process(labelled, classifier_t
     for a, b in zip(_metrics(tmp_path / "one"), _metrics(tmp_path / "two")):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_agreement"] == pytest.approx(b["val_agreement"], abs=34.0)  # 6 val images; BN stats differ
+
+
+def test_a_distilled_embedding_student_predicts_embeddings(unlabeled, tmp_path, capsys):
+    _run(unlabeled, tmp_path / "e", _embed_task(), epochs=1)
+    img = next(unlabeled.rglob("*.png"))
+    code = cli_main(["predict", str(img), "--weights", str(tmp_path / "e" / "best.pt"), "--json"])
+    assert code == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["dim"] == 24 and len(row["embedding"]) == 24  # the teacher's space, through the projection
+
+
+def test_sources_combine_and_labels_survive_only_when_they_agree(unlabeled, labelled, tmp_path):
+    from mobilenets.data.images import open_images
+
+    lab = open_images(labelled)
+    assert lab.label_kind == "single" and len(lab) == 48 and lab.class_names == ["class0", "class1", "class2"]
+    both = open_images([labelled, unlabeled])
+    assert both.label_kind == "none" and len(both) == 48 + 60 and both.class_names == []
+    twice = open_images([labelled, labelled])
+    assert twice.label_kind == "single" and len(twice) == 96
+    assert open_images(unlabeled, "val", required=False) is None  # no val split: the task holds out a tenth
+    archive = tmp_path / "photos.tar.gz"
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(unlabeled, arcname="photos")
+    assert len(open_images(archive)) == 60  # an archive without class folders: every image in it

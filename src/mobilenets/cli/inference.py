@@ -32,7 +32,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = _load_weights(args.weights, args, args.device)
     classifier = Classifier(model.to(args.device) if args.device else model)
     if not classifier.has_classifier:  # e.g. Google's embedding extractor: its embeddings, not labels
-        dim = classifier.model.config.depth(1024)
+        dim = int(classifier.model.num_classes) or classifier.model.config.depth(1024)
         print(f"{PROG}: note: {args.weights} has no classifier (it outputs {dim}-d embeddings, not labels): each "
               "image's embedding size and L2 norm follow (--json: the vector); to classify with it, fine-tune it: "
               f"mobilenets train --init {args.weights} --data DIR", file=sys.stderr, flush=True)

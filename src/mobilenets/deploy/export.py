@@ -251,6 +251,24 @@ def verify_export(path: str | os.PathLike, format: str, reference: nn.Module, in
     return runner.name, diff, agree, cos, tol
 
 
+EMBEDDING_MIN_COSINE = 0.98  # an int8 embedding model: its outputs' mean cosine with fp32's
+
+
+def _outputs_embedding(model: nn.Module) -> bool:
+    """A model whose output is an embedding, not class logits (no classifier, or a distilled embedding
+    student): the argmax of its output means nothing, so its int8 file is judged by cosine."""
+    info = getattr(model, "pretrained_cfg", None)
+    return int(getattr(model, "num_classes", 1)) == 0 or (info is not None and
+                                                        (getattr(info, "extra", None) or {}).get("output") == "embedding")
+
+
+def _check_embedding(fmt: Format, cos: float, n: int, source: str) -> None:
+    if cos < EMBEDDING_MIN_COSINE:
+        raise ValueError(f"int8 {fmt.name} export rejected: its embeddings' mean cosine similarity with fp32 is "
+                         f"{cos:.4f} on {n} {source} inputs (< {EMBEDDING_MIN_COSINE}); nothing was written (more or "
+                         "more representative calibration images may help)")
+
+
 def _check_agreement(fmt: Format, agree: float, n: int, source: str, min_agreement: float | None) -> None:
     """An int8 file whose top-1 no longer follows fp32's on real images is an error, not a result."""
     bound = fmt.verify.min_agreement if min_agreement is None else min_agreement
@@ -346,7 +364,9 @@ def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: st
         # differently at quantization boundaries, so it is checked like an int8 export.
         as_int8 = int8 or (prequantized and not fmt.verify.qat_exact)
         runtime, diff, agree, cos, tol = verify_export(tmp, format, model, verify_inputs, int8=as_int8)
-        if int8:
+        if int8 and _outputs_embedding(model):
+            _check_embedding(fmt, cos, int(verify_inputs.shape[0]), verify_source)
+        elif int8:
             _check_agreement(fmt, agree, int(verify_inputs.shape[0]), verify_source, min_agreement)
         produced = sorted(os.listdir(workdir))
         targets = [out.with_name(name) for name in produced]

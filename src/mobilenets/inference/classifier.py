@@ -126,13 +126,17 @@ class Classifier:
 
     @property
     def has_classifier(self) -> bool:
-        return int(self.model.num_classes) > 0
+        """False for a body without a classifier and for a distilled embedding student (whose last layer
+        projects to its teacher's embedding: ``output: "embedding"`` in its checkpoint)."""
+        info = pretrained_cfg(self.model)
+        embedding = info is not None and (info.extra or {}).get("output") == "embedding"
+        return int(self.model.num_classes) > 0 and not embedding
 
     def no_classifier_message(self) -> str:
         """What a model without a classifier is, and what it is for (one line)."""
         info = pretrained_cfg(self.model)
         name = info.path if info is not None and info.path else "this model"
-        dim = self.model.config.depth(1024)
+        dim = int(self.model.num_classes) or self.model.config.depth(1024)
         return (f"{name} has no classifier: it outputs {dim}-d image embeddings, not labels. Use it as a "
                 "pretrained body to fine-tune (`mobilenets train --init FILE --data DIR`), or for embeddings "
                 "(Classifier(model).embed(images) in Python; `mobilenets predict` prints each image's)")

@@ -38,7 +38,7 @@ from .._utils import atomic_write, seeded_generator
 from ..config import MobileNetConfig
 from ..data import TensorSplit, balanced_subset
 from ..data.images import ImageSet, View, iter_decoded, open_images
-from ..weights import read_weights
+from ..weights import read_weights, save_checkpoint
 from .base import Batch, Task
 from .metrics import Sums, agreement_count, cosine_sum, mean_average_precision, topk_correct
 from .teachers import Teacher, load_teacher
@@ -468,6 +468,11 @@ class EmbeddingDistillationTask(DistillationTask):
     higher_is_better = True
     log_keys = ("train_loss", "train_cosine", "val_loss", "val_cosine")
     summary_keys = ("val_cosine", "val_loss", "train_loss")
+
+    def save_weights(self, path: Any, module: nn.Module, extra: dict[str, Any]) -> bool:
+        """Our checkpoint format, marked as an embedding model (``predict`` prints embeddings, not labels)."""
+        save_checkpoint(path, module, **extra, output="embedding")
+        return True
 
     def _losses(self, out: torch.Tensor, teacher: torch.Tensor, gt: torch.Tensor | None) -> torch.Tensor:
         return embedding_loss(out, teacher, self.normalize)

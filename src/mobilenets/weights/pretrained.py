@@ -174,7 +174,7 @@ def _from_mapping(obj: Any, path: Path) -> tuple[MobileNetConfig, dict[str, torc
         config = MobileNetConfig.from_dict(obj["config"])
         info = {"format": "mobilenets", "preprocess": obj.get("preprocess", IMAGENET_PREPROCESS),
                 "has_background_class": config.num_classes == 1001}
-        for key in ("epoch", "metrics", "class_names", "input_size"):
+        for key in ("epoch", "metrics", "class_names", "input_size", "output"):  # output: "embedding" (distilled)
             if key in obj:
                 info[key] = obj[key]
         return config, obj["model"], info
