@@ -1,7 +1,7 @@
 """Deployment latency and accuracy on CPU: ours vs every peer, fp32 and int8, at α-ρ 1.0-224 and 0.5-160.
 
     python benchmarks/deploy_cpu.py [--threads 2] [--rounds 300] [--quick] [--configs 1.0-224,0.5-160]
-                                    [--precisions fp32,int8] [--runtimes onnxruntime,openvino,litert,torch]
+                                    [--precisions fp32,int8] [--runtimes onnxruntime,openvino,litert,torch,executorch]
                                     [--calibration-images 50] [--cifar-checkpoint RUN/best.pt]
 
 It prints the CPU's features (what decides int8 and bf16 here) first, then one table per
@@ -67,7 +67,7 @@ CONFIGS = {
 # calls; XNNPACK's (LiteRT) sleep when idle and need a few calls to be hot again.
 BLOCK, SKIP = 50, 10
 QUICK_BLOCK, QUICK_SKIP, QUICK_TURNS, QUICK_CALIBRATION = 20, 5, 3, 16
-RUNTIMES = ("onnxruntime", "openvino", "litert", "torch")
+RUNTIMES = ("onnxruntime", "openvino", "litert", "torch", "executorch")
 
 
 def _peer_ort(path: str, threads: int) -> Callable[[np.ndarray], Any]:
@@ -238,6 +238,7 @@ def fp32_specs(s: Setup, threads: int, tmp: str, quick: bool) -> list[Spec]:
     ours_onnx = os.path.join(tmp, f"ours_{s.label}.onnx")
     ours_xml = os.path.join(tmp, f"ours_{s.label}.xml")
     ours_tflite = os.path.join(tmp, f"ours_{s.label}.tflite")
+    ours_pte = os.path.join(tmp, f"ours_{s.label}.pte")
 
     def ours(fmt: str, path: str, precision: str = "fp32") -> Runner:
         if not os.path.exists(path):
@@ -264,6 +265,8 @@ def fp32_specs(s: Setup, threads: int, tmp: str, quick: bool) -> list[Spec]:
          lambda: _from_runner("", "", "", ours("openvino", ours_xml), x1)),
         ("ours LiteRT (our TFLite writer)", "ours", "fp32", "litert",
          lambda: _from_runner("", "", "", ours("tflite", ours_tflite), x1)),
+        ("ours ExecuTorch (XNNPACK, fp32 only)", "ours", "fp32", "executorch",  # not installed: "not run"
+         lambda: _from_runner("", "", "", ours("executorch", ours_pte), x1)),
     ]
     if cpu.cpu_features().bf16:  # a precision the CPU cannot accelerate is reported, not timed as something else
         specs += [

@@ -23,10 +23,10 @@ SAPPHIRE_RAPIDS = CpuFeatures("GenuineIntel", "Intel Xeon Platinum 8480+", 8, av
 # ----------------------------------------------------------------------------- registry
 
 def test_lists_are_derived_from_the_registry():
-    assert deploy.FORMATS == tuple(REGISTRY) == ("onnx", "openvino", "torchscript", "pt2", "tflite")
+    assert deploy.FORMATS == tuple(REGISTRY) == ("onnx", "openvino", "torchscript", "pt2", "tflite", "executorch")
     assert deploy.INT8_FORMATS == tuple(n for n, f in REGISTRY.items() if f.write_int8 is not None)
     assert deploy.INT8_FORMATS == ("onnx", "openvino", "pt2", "tflite")
-    assert deploy.RUNTIMES == ("torch", "onnxruntime", "openvino", "litert")
+    assert deploy.RUNTIMES == ("torch", "onnxruntime", "openvino", "litert", "executorch")
     assert set(deploy.RUNTIMES) == {"torch"} | {f.runtime for f in REGISTRY.values()}
     from mobilenets.deploy import bench
 
@@ -48,6 +48,7 @@ def test_every_entry_is_complete():
 @pytest.mark.parametrize("path, fmt", [
     ("m.onnx", "onnx"), ("M.XML", "openvino"), ("m.pt", "torchscript"), ("m.ts", "torchscript"),
     ("m.jit", "torchscript"), ("m.torchscript", "torchscript"), ("m.pt2", "pt2"), ("m.tflite", "tflite"),
+    ("m.pte", "executorch"),
     ("m.bin", None), ("m", None),
 ])
 def test_format_for_path(path, fmt):
@@ -58,6 +59,7 @@ def test_runtime_lookups():
     assert format_of_runtime("torch") is None  # timed eagerly, not from a file
     assert format_of_runtime("litert").name == "tflite" and runtime_package("litert") == "ai-edge-litert"
     assert format_of_runtime("onnxruntime").name == "onnx"
+    assert format_of_runtime("executorch").name == "executorch" and runtime_package("executorch") == "executorch"
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
         format_of_runtime("tensorrt")
     with pytest.raises(ValueError, match="unknown export format 'keras'; choose one of: onnx, openvino"):

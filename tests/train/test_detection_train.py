@@ -108,3 +108,58 @@ def test_ssd_overfits_16_coco128_images_from_googles_file_on_a_cpu(tmp_path, mon
     took = time.perf_counter() - t0
     assert s["status"] == "finished" and s["best_val_map"] > 0.5, s["best_val_map"]
     assert took < 300, took
+
+
+# ----------------------------------------------------------------------------- SIGKILL, in a subprocess
+
+_KILLED_AT_STEP = """
+import os, signal, sys
+from mobilenets.tasks import DetectionTask
+
+step, calls = DetectionTask.train_step, [0]
+
+def train_step(self, model, batch, sums):  # SIGKILL, which no handler sees, at the n-th training step
+    calls[0] += 1
+    if calls[0] == int(os.environ["MOBILENETS_TEST_KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return step(self, model, batch, sums)
+
+DetectionTask.train_step = train_step
+from mobilenets.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _detection_cmd(data, out):
+    # 8 images, α 0.25 at 128 px, body frozen (maps cached), batch 4: 2 steps an epoch, 2 epochs
+    return ["train", "--task", "detection", "--arch", "ssd", "--data", str(data), "--out", str(out), "--width", "0.25",
+            "--resolution", "128", "--subset", "8", "--val-subset", "8", "--batch-size", "4", "--epochs", "2",
+            "--freeze-backbone", "--device", "cpu", "--workers", "0", "--threads", "1", "--seed", "3", "--no-progress",
+            "--no-tensorboard"]
+
+
+@pytest.mark.slow  # three CLI processes (about 30 s on 2 idle cores)
+def test_sigkill_mid_epoch_2_then_resume_gives_the_same_metrics(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "cache"))
+    data = need_data("coco128.tar.gz")
+
+    def run(*args, **env):
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, check=False,
+                              env={**os.environ, **env})
+
+    ref = run("-m", "mobilenets", *_detection_cmd(data, tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    killed = run("-c", _KILLED_AT_STEP, *_detection_cmd(data, tmp_path / "cut"), MOBILENETS_TEST_KILL_AT="4")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr  # killed in epoch 2's second (last) step
+    ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert (ck["epoch"], ck["step_in_epoch"]) == (1, 0)  # the end-of-epoch-1 checkpoint survived the kill
+    assert len(_metrics(tmp_path / "cut")) == 1
+    done = run("-m", "mobilenets", "train", "--out", str(tmp_path / "cut"), "--resume", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stderr
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "ref")
+    a, b = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("ref", "cut"))
+    assert (a["val_map"], a["val_map50"], a["train_loss"]) == (b["val_map"], b["val_map50"], b["train_loss"])

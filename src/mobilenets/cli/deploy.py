@@ -125,7 +125,8 @@ def _runtime_options(p: argparse.ArgumentParser, iters: int = 50) -> None:
 
 def register(sub: Any) -> None:
     """Add ``export``, ``bench`` and ``select`` to the ``mobilenets`` subparsers."""
-    p = add_command(sub, "export", cmd_export, "export weights to ONNX / OpenVINO / TorchScript / PT2 / TFLite, verified")
+    p = add_command(sub, "export", cmd_export,
+                    "export weights to ONNX / OpenVINO / TorchScript / PT2 / TFLite / ExecuTorch, verified")
     p.add_argument("weights", metavar="WEIGHTS", help="TFLite, Keras .h5, .pt/.pth, .safetensors or a run directory")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from --out's extension)")
     p.add_argument("--out", required=True, metavar="FILE", help="output file (openvino: NAME.xml, NAME.bin beside it)")

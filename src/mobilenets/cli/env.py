@@ -15,7 +15,7 @@ __all__ = ["cmd_env", "environment", "register"]
 
 _PACKAGES = (("torch", "torch"), ("torchvision", "torchvision"), ("onnxruntime", "onnxruntime"),
              ("openvino", "openvino"), ("nncf", "nncf"), ("litert", "ai-edge-litert"), ("torchao", "torchao"),
-             ("timm", "timm"))
+             ("executorch", "executorch"), ("timm", "timm"))
 
 
 def _version(package: str) -> str | None:

@@ -1,7 +1,7 @@
 """Export a MobileNet for deployment, and prove the file works before keeping it.
 
 :func:`export` writes one of the formats of :data:`mobilenets.deploy.formats.REGISTRY`
-(onnx, openvino, torchscript, pt2, tflite; the table is in that module) from a model or a
+(onnx, openvino, torchscript, pt2, tflite, executorch; the table is in that module) from a model or a
 weights file.
 
 Every export is made from the BN-folded model (:func:`mobilenets.quant.fuse`) with static
@@ -291,7 +291,7 @@ def export(model_or_weights: nn.Module | str | os.PathLike, format: str, out: st
         model_or_weights: a model (ours or any ``nn.Module`` taking NCHW images) or any weights
             file :func:`mobilenets.load_pretrained` reads.
         format: one of :data:`FORMATS` (``"onnx"``, ``"openvino"`` (``out`` ends in ``.xml``;
-            the ``.bin`` goes beside it), ``"torchscript"``, ``"pt2"``, ``"tflite"``).
+            the ``.bin`` goes beside it), ``"torchscript"``, ``"pt2"``, ``"tflite"``, ``"executorch"`` (``.pte``, static batch)).
         resolution: input size in pixels (default: the model's ρ). Spatial shapes are static.
         batch: a fixed batch size, or ``"dynamic"``.
         int8: post-training static quantization (:data:`INT8_FORMATS`); needs ``calibration``.

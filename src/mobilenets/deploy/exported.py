@@ -1,7 +1,8 @@
 """Exported files are models too: run a file that ``mobilenets export`` wrote in its own runtime.
 
-:func:`load_exported` opens an ONNX, OpenVINO or TFLite export in the runtime that verified it
-(:data:`~mobilenets.deploy.formats.REGISTRY`: onnxruntime, openvino, LiteRT) and returns an
+:func:`load_exported` opens an ONNX, OpenVINO, TFLite, TorchScript, PT2 or ExecuTorch export in the
+runtime that verified it (:data:`~mobilenets.deploy.formats.REGISTRY`: onnxruntime, openvino, LiteRT,
+torch, ExecuTorch) and returns an
 :class:`ExportedModel`: an ``nn.Module`` with a :class:`~mobilenets.models.MobileNetV1`'s face
 (``config``, ``resolution``, ``num_classes``, ``pretrained_cfg``), so that
 :class:`~mobilenets.inference.Classifier`, :func:`~mobilenets.inference.evaluate_imagenet_folder`
@@ -43,10 +44,11 @@ _READABLE = tuple(name for name, f in REGISTRY.items() if f.read_metadata is not
 
 def exported_format(path: str | os.PathLike) -> str | None:
     """The format of a file ``mobilenets export`` wrote (``"onnx"``, ``"openvino"``,
-    ``"tflite"``, ``"torchscript"``, ``"pt2"``), or ``None`` for a weights file (ours, Google's
-    TFLite or Keras files, timm's, ...) or anything else. ONNX and OpenVINO files are exports by
+    ``"tflite"``, ``"torchscript"``, ``"pt2"``, ``"executorch"``), or ``None`` for a weights file (ours,
+    Google's TFLite or Keras files, timm's, ...) or anything else. ONNX and OpenVINO files are exports by
     their suffix; a TFLite file only when it carries export metadata (Google's TFLite files are
-    weights); a torch zip when it holds TorchScript code or an exported program."""
+    weights); a torch zip when it holds TorchScript code or an exported program; an ExecuTorch
+    program (``.pte``) by its flatbuffer identifier."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -66,6 +68,8 @@ def exported_format(path: str | os.PathLike) -> str | None:
         except (ValueError, ImportError):
             return None
         return "tflite" if METADATA_KEY in entries or "mobilenets_config" in entries else None
+    if head[4:6] == b"ET" and head[6:8].isdigit():  # ExecuTorch's file identifier, "ET" + schema version
+        return "executorch"
     if head.startswith(b"PK\x03\x04"):
         try:
             with zipfile.ZipFile(path) as archive:

@@ -31,4 +31,7 @@ def open_runtime(path: str | os.PathLike, format: str, *, threads: int | None = 
 
 def runtime_available(runtime: str) -> bool:
     """Whether ``runtime`` (one of :data:`~mobilenets.deploy.RUNTIMES`) is installed."""
-    return importlib.util.find_spec(runtime_module(runtime)) is not None
+    try:
+        return importlib.util.find_spec(runtime_module(runtime)) is not None
+    except ImportError:  # a dotted name ("executorch.runtime") whose parent package is missing
+        return False

@@ -5,9 +5,10 @@ category names."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from ..data.labels import coco_category_names
 from ..tasks.coco_eval import coco_map
 from .classifier import ImageResult
 
-__all__ = ["Detection", "Detector", "resize_for_detector", "evaluate_detector"]
+__all__ = ["Detection", "Detector", "evaluate_detector", "resize_for_detector"]
 
 
 def resize_for_detector(image: Image.Image, resolution: int) -> np.ndarray:
@@ -76,10 +77,12 @@ class Detector:
 
 
 def evaluate_detector(model: torch.nn.Module, data: str | os.PathLike, *, split: str = "val",
-                      subset: int | None = None, progress: bool = True, backend: str = "faster") -> dict[str, Any]:
+                      subset: int | None = None, progress: bool = True, backend: str = "faster",
+                      nms_mode: str | None = None) -> dict[str, Any]:
     """COCO box metrics of a detector on a COCO-JSON or YOLO folder/archive (YOLO's 80 class ids
     mapped to COCO's category ids): ``{"map", "map50", "map75", "map_small", "map_medium",
-    "map_large", "images"}``, fractions in [0, 1]."""
+    "map_large", "images"}``, fractions in [0, 1]. ``nms_mode``: an SSD's decoding for this
+    evaluation (``"exact"``, ``"multiclass"``, ``"fast"``; default: the model's own)."""
     from tqdm import tqdm
 
 
@@ -87,9 +90,18 @@ def evaluate_detector(model: torch.nn.Module, data: str | os.PathLike, *, split:
     if subset:
         index = index.subset(subset)
     detector = Detector(model)
+    before = getattr(model, "nms_mode", None)
+    if nms_mode is not None:
+        if before is None:
+            raise ValueError(f"nms_mode is for SSD detectors, not {type(model).__name__}")
+        model.nms_mode = nms_mode
     predictions = []
-    for sample in tqdm(index.samples, desc=f"evaluate {index.split}", unit="img", disable=not progress,
-                       dynamic_ncols=True):
-        d = detector.detect_image(load_image(sample.path))
-        predictions.append(d)
+    try:
+        for sample in tqdm(index.samples, desc=f"evaluate {index.split}", unit="img", disable=not progress,
+                           dynamic_ncols=True):
+            d = detector.detect_image(load_image(sample.path))
+            predictions.append(d)
+    finally:
+        if nms_mode is not None:
+            model.nms_mode = before
     return coco_map(predictions, index.samples, backend=backend)

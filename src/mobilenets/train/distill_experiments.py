@@ -292,6 +292,7 @@ def _markdown(table: str, rows: list[dict[str, Any]], sc: Scale) -> str:
 def _plot(table: str, rows: list[dict[str, Any]], path: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(6.4, 4.2))
     FigureCanvasAgg(fig)
@@ -319,6 +320,9 @@ def _plot(table: str, rows: list[dict[str, Any]], path: str) -> None:
             ax.annotate(r["name"], (r["mult_adds"] / 1e6, r[key]), textcoords="offset points", xytext=(3, 3),
                         fontsize=6)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    xs = sorted({r["mult_adds"] / 1e6 for r in rows})
+    ax.set_xticks(xs, [f"{x:.3g}" for x in xs], fontsize=7)
     ax.set_xlabel("Million Mult-Adds (log scale)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)

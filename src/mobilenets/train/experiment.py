@@ -102,6 +102,12 @@ def run_experiment(table: str, data: str | os.PathLike, out: str | os.PathLike, 
     compile, workers, ...). Returns ``{"rows": [...], "files": [...], "status": ...}``; the
     status is ``"interrupted"`` when a run was stopped by a signal (rerun to continue).
     """
+    if table == "table13":  # detection on COCO128 (train.table13); "cifar" is the CLI's classification default
+        from .table13 import run_table13
+
+        return run_table13(data, out, epochs=epochs, subset=subset, val_subset=val_subset, device=device,
+                           batch_size=batch_size, seed=seed, recipe=None if recipe == "cifar" else recipe,
+                           progress=progress, **options)
     tables = list(TABLES) if table == "all" else [table]
     for t in tables:
         if t not in TABLES:

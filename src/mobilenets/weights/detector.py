@@ -15,7 +15,7 @@ from ..models import PretrainedInfo
 from .tflite_graph import read_tflite_graph
 from .tflite_ssd import is_tflite_ssd, read_tflite_ssd
 
-__all__ = ["load_detector", "save_detector", "is_detector_file", "DETECTOR_FORMAT"]
+__all__ = ["DETECTOR_FORMAT", "is_detector_file", "load_detector", "save_detector"]
 
 DETECTOR_FORMAT = "mobilenets-detector"
 

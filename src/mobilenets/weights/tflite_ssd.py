@@ -123,8 +123,8 @@ def read_tflite_ssd(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         mean, std = [zero / 255.0] * 3, [1.0 / (255.0 * scale)] * 3
     else:  # a float file: the TF OD API's 2·x/255 − 1
         mean, std = [0.5] * 3, [0.5] * 3
-    build = dict(width_multiplier=alpha, num_classes=num_classes, resolution=resolution, head="ssd",
-                 tf_padding=True, activation="relu6", image_mean=mean, image_std=std)
+    build = {"width_multiplier": alpha, "num_classes": num_classes, "resolution": resolution, "head": "ssd",
+             "tf_padding": True, "activation": "relu6", "image_mean": mean, "image_std": std}
     ranges = {}
     for key, op in convs:
         out = tensors[op.outputs[0]]

@@ -15,7 +15,10 @@ openvino      ``.xml`` + ``.bin``  openvino        NNCF
 torchscript   ``.pt``              torch           (not supported)
 pt2           ``.pt2``             torch           PT2E (torchao), x86 quantizer
 tflite        ``.tflite``          litert          LiteRT's calibrator/quantizer
+executorch    ``.pte``             executorch      (not supported: fp32, XNNPACK)
 ============  ===================  ==============  ===============================
+
+ExecuTorch is optional: :mod:`.executorch` imports it only when a ``.pte`` is written or run.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import onnx, openvino, pt2, tflite, torchscript
+from . import executorch, onnx, openvino, pt2, tflite, torchscript
 from .base import Format, Verify
 
 __all__ = [
@@ -42,7 +45,7 @@ __all__ = [
 ]
 
 REGISTRY: dict[str, Format] = {f.name: f for f in (onnx.FORMAT, openvino.FORMAT, torchscript.FORMAT, pt2.FORMAT,
-                                                   tflite.FORMAT)}
+                                                   tflite.FORMAT, executorch.FORMAT)}
 FORMATS: tuple[str, ...] = tuple(REGISTRY)
 INT8_FORMATS: tuple[str, ...] = tuple(name for name, f in REGISTRY.items() if f.int8)
 # PyTorch itself: bench times the eager (or compiled) model, not a file; torchscript and pt2 run in it.

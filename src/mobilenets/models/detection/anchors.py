@@ -12,13 +12,14 @@ can be compared element by element.
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
-__all__ = ["SSDAnchorGenerator", "ssd_box_specs", "SSD_ASPECT_RATIOS"]
+__all__ = ["SSD_ASPECT_RATIOS", "SSDAnchorGenerator", "ssd_box_specs"]
 
 SSD_ASPECT_RATIOS = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
 
@@ -29,7 +30,7 @@ def ssd_box_specs(num_layers: int = 6, min_scale: float = 0.2, max_scale: float 
     """(scale, aspect ratio) of each box per location, per layer, exactly as ``create_ssd_anchors``."""
     scales = [min_scale + (max_scale - min_scale) * i / (num_layers - 1) for i in range(num_layers)] + [1.0]
     specs = []
-    for layer, (scale, scale_next) in enumerate(zip(scales[:-1], scales[1:])):
+    for layer, (scale, scale_next) in enumerate(itertools.pairwise(scales)):
         if layer == 0 and reduce_boxes_in_lowest_layer:
             specs.append([(0.1, 1.0), (scale, 2.0), (scale, 0.5)])
             continue
@@ -52,7 +53,8 @@ class SSDAnchorGenerator(DefaultBoxGenerator):
         super().__init__([[2] for _ in self.specs], clip=False)
 
     def _generate_wh_pairs(self, num_outputs: int, dtype: torch.dtype = torch.float32,
-                           device: torch.device = torch.device("cpu")) -> list[torch.Tensor]:
+                           device: torch.device | None = None) -> list[torch.Tensor]:
+        device = device if device is not None else torch.device("cpu")
         pairs = []
         for boxes in self.specs:
             wh = [[s * math.sqrt(a), s / math.sqrt(a)] for s, a in boxes]

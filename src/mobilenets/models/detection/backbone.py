@@ -39,7 +39,7 @@ class MobileNetV1SSDBackbone(nn.Module):
                              "small-input stem)")
         self.config = config
         self.features = body.features  # Conv2d_0 … Conv2d_13_pointwise, the same modules (weights shared)
-        common = dict(activation="relu6", tf_padding=config.tf_padding, bn_eps=config.bn_eps)
+        common = {"activation": "relu6", "tf_padding": config.tf_padding, "bn_eps": config.bn_eps}
         cin = config.depth(1024)
         extras = []
         for depth in extra_depths:
@@ -57,7 +57,7 @@ class MobileNetV1SSDBackbone(nn.Module):
     def feature_names(self) -> list[str]:
         return list(_BODY_MAPS.values()) + [f"extra_{i}" for i in range(len(self.extras))]
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for i, layer in enumerate(self.features):
             x = layer(x)
@@ -68,7 +68,7 @@ class MobileNetV1SSDBackbone(nn.Module):
             out[f"extra_{i}"] = x
         return out
 
-    def train(self, mode: bool = True) -> "MobileNetV1SSDBackbone":
+    def train(self, mode: bool = True) -> MobileNetV1SSDBackbone:
         super().train(mode)
         for part, frozen in ((self.features, self.frozen_bn), (self.extras, self.frozen_extras_bn)):
             if frozen:  # folded weights (TFLite) carry their statistics in identity BNs: keep them

@@ -1,7 +1,8 @@
 """Faster R-CNN with a MobileNet V1 body, as the paper's Table 13 used it (TF Object Detection API
 layout): the region proposal network on Conv2d_11_pointwise (stride 16), 14×14 RoIAlign crops of
 that map, and Conv2d_12–13 applied to each crop as the box head (then average pooling and the box
-classifier). Built from torchvision's :class:`FasterRCNN`, :class:`AnchorGenerator`,
+classifier). 300 proposals per image in training and test and 64 RoIs per image for the box
+head's loss, TF's ``first_stage_max_proposals`` and ``second_stage_batch_size``. Built from torchvision's :class:`FasterRCNN`, :class:`AnchorGenerator`,
 :class:`RPNHead` and :class:`MultiScaleRoIAlign`.
 """
 
@@ -19,12 +20,13 @@ from torchvision.ops import MultiScaleRoIAlign
 from ...config import MobileNetConfig
 from ..mobilenet_v1 import MobileNetV1
 
-__all__ = ["FasterRCNNMobileNetV1", "faster_rcnn_mobilenet_v1", "RPN_ANCHOR_SIZES", "RPN_ASPECT_RATIOS"]
+__all__ = ["RPN_ANCHOR_SIZES", "RPN_ASPECT_RATIOS", "FasterRCNNMobileNetV1", "faster_rcnn_mobilenet_v1"]
 
 RPN_ANCHOR_SIZES = (64, 128, 256, 512)  # TF: base 256 × scales 0.25, 0.5, 1, 2 at stride 16
 RPN_ASPECT_RATIOS = (0.5, 1.0, 2.0)
 CROP_SIZE = 14  # TF's initial_crop_size
-PROPOSALS = 300  # TF's first_stage_max_proposals
+PROPOSALS = 300  # TF's first_stage_max_proposals (training and test)
+BOX_BATCH = 64  # TF's second_stage_batch_size: RoIs sampled per image for the box head's loss
 
 
 class _Stride16(nn.Module):
@@ -35,7 +37,7 @@ class _Stride16(nn.Module):
         self.features = body.features[:12]
         self.out_channels = body.config.depth(512)
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict([("0", self.features(x))])
 
 
@@ -63,10 +65,13 @@ class FasterRCNNMobileNetV1(FasterRCNN):
             rpn_anchor_generator=AnchorGenerator((RPN_ANCHOR_SIZES,), (RPN_ASPECT_RATIOS,)),
             box_roi_pool=MultiScaleRoIAlign(["0"], CROP_SIZE, sampling_ratio=2),
             box_head=head, box_predictor=FastRCNNPredictor(body.config.depth(1024), num_classes),
-            min_size=min_size, max_size=int(round(min_size * 1024 / 600)),
+            min_size=min_size, max_size=round(min_size * 1024 / 600),
             image_mean=[0.5] * 3, image_std=[0.5] * 3,
             rpn_pre_nms_top_n_test=kwargs.pop("rpn_pre_nms_top_n_test", 6000),
             rpn_post_nms_top_n_test=kwargs.pop("rpn_post_nms_top_n_test", PROPOSALS),
+            # TF's training settings too (torchvision's defaults, 2000 proposals and 512 RoIs, cost 8× more)
+            rpn_post_nms_top_n_train=kwargs.pop("rpn_post_nms_top_n_train", PROPOSALS),
+            box_batch_size_per_image=kwargs.pop("box_batch_size_per_image", BOX_BATCH),
             box_detections_per_img=kwargs.pop("box_detections_per_img", 100), **kwargs)
         self.config = body.config
         self.num_classes = num_classes

@@ -24,6 +24,7 @@ Decoding + NMS (:meth:`SSDMobileNetV1.detections_from_scores`), ``nms_mode``:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -64,6 +65,7 @@ class _ConvHead(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+        _prior_class_bias(self.classification_head.module_list)
 
     def forward(self, x: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"bbox_regression": self.regression_head(x), "cls_logits": self.classification_head(x)}
@@ -93,6 +95,7 @@ class SSDMobileNetV1(SSD):
         else:
             box_head = SSDLiteHead(backbone.out_channels, num_anchors, num_classes,
                                    norm_layer=lambda c: nn.BatchNorm2d(c, eps=1e-3, momentum=0.03))
+        _prior_class_bias(box_head.classification_head.module_list)
         mean, std = TF_SSD_MEAN_STD
         super().__init__(backbone, anchors, (resolution, resolution), num_classes,
                          image_mean=image_mean or mean, image_std=image_std or std, head=box_head,
@@ -225,6 +228,20 @@ class SSDMobileNetV1(SSD):
         n = max(1, int(fg.sum()))
         return {"bbox_regression": torch.stack(box_losses).sum() / n,
                 "classification": (cls_loss[fg].sum() + cls_loss[hard_neg].sum()) / n}
+
+
+CLASS_PRIOR = 0.01  # initial sigmoid score of every class: a class logit bias of -4.6
+
+
+def _prior_class_bias(module_list: nn.ModuleList) -> None:
+    """Start every class logit at ``logit(CLASS_PRIOR)`` (the last convolution of each predictor):
+    with a sigmoid loss over 91 classes a zero bias scores 0.5 everywhere, and the first steps only
+    unlearn that (the loss starts ~60× higher). RetinaNet's prior (Lin et al. 2017); the TF OD API
+    sets it with ``class_prediction_bias_init: -4.6`` (its RetinaNet-style SSD FPN configs)."""
+    value = -math.log((1 - CLASS_PRIOR) / CLASS_PRIOR)
+    for predictor in module_list:
+        last = [m for m in predictor.modules() if isinstance(m, nn.Conv2d)][-1]
+        nn.init.constant_(last.bias, value)
 
 
 def _rank_within(labels: torch.Tensor) -> torch.Tensor:
