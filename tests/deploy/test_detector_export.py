@@ -163,3 +163,9 @@ def test_googles_ssd_as_tflite_with_nms_is_a_drop_in_for_googles_file(tmp_path):
         assert ours["labels"][j] == theirs["labels"][i] and iou[i, j] > (0.9 if i < 2 else 0.5), i
         if i < 2:  # (lesser boxes' scores move more: the float port without the file's uint8 rounding)
             assert abs(float(ours["scores"][j] - theirs["scores"][i])) < 0.03, i
+    int8 = tmp_path / "ssd_int8_nms.tflite"  # LiteRT's quantizer on the raw graph, then the operator appended
+    assert main(["export", str(weights), "--format", "tflite", "--out", str(int8), "--nms", "fast", "--int8",
+                 "--calibration", str(need_data("coco128.tar.gz")), "--json"]) == 0
+    q = runtime_detections(open_detector_runtime(int8, "tflite")(x), "tflite", 300)
+    assert q["labels"][:2].tolist() == [1, 32]
+    assert box_iou(q["boxes"][:2], theirs["boxes"][:2]).diag().min() > 0.8

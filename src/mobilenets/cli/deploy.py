@@ -28,6 +28,7 @@ from .base import (
     float_type,
     list_type,
     quantity_type,
+    require_device,
     resolution_type,
     width_type,
 )
@@ -94,6 +95,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     cheapest first; one that takes well over the budget rules out, untimed, the models at least
     as wide and as large (so an impossible budget is answered after one model per precision).
     Exit status 1 when no model fits (the fastest is named)."""
+    require_device(args.device)  # before the progress bar: a missing GPU is one line, nothing else
     selection = select(args.max_latency_ms, max_params=args.max_params, max_mult_adds=args.max_mult_adds,
                        accuracy=args.accuracy, runtime=args.runtime, precision=_precision(args, "auto"),
                        device=args.device, threads=args.threads, batch=args.batch, bench_csv=args.bench_csv,

@@ -8,7 +8,7 @@ SSD MobileNet with a sigmoid loss; index 0 is "background" and is never reported
 Decoding + NMS (:meth:`SSDMobileNetV1.detections_from_scores`), ``nms_mode``:
 
 - ``"multiclass"`` (default): per-class NMS (torchvision's ``batched_nms``) over the best
-  ``pre_nms_top_n`` (anchor, class) pairs scoring above ``score_thresh``, with TF's per-class cap of
+  ``pre_nms_top_n`` (anchor, class) pairs scoring above ``score_thresh``, with the per-class cap of
   ``topk_candidates``; only those anchors are decoded. NMS is greedy in score order, so a box's fate
   depends only on higher-scored boxes: when at least ``detections_per_img`` survive, the result is
   the one over every candidate; when fewer survive and more candidates exist the pool grows (×4)
@@ -182,8 +182,9 @@ class SSDMobileNetV1(SSD):
     def _nms(self, codes: torch.Tensor, anchors: torch.Tensor, shape: tuple[int, int], anchor_idx: torch.Tensor,
              label_idx: torch.Tensor, cand_scores: torch.Tensor, *, class_agnostic: bool = False
              ) -> dict[str, torch.Tensor]:
-        """TF's per-class cap (``topk_candidates``), then NMS (per class unless ``class_agnostic``)
-        over these candidates; only their anchors are decoded."""
+        """The per-class cap (each class's best ``topk_candidates``, as torchvision's SSD caps before
+        NMS), then NMS (per class unless ``class_agnostic``) over these candidates; only their
+        anchors are decoded."""
         cand_labels = label_idx + 1
         order = cand_scores.argsort(descending=True)
         anchor_idx, cand_scores, cand_labels = anchor_idx[order], cand_scores[order], cand_labels[order]
