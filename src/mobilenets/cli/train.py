@@ -156,7 +156,8 @@ def add_training_options(p: argparse.ArgumentParser, *, recipe_default: str) -> 
 
 
 def _add_experiment_parser(sub: Any) -> None:
-    p = add_command(sub, "experiment", cmd_experiment, "retrain the models of the paper's Tables 4-7 on CIFAR-10")
+    p = add_command(sub, "experiment", cmd_experiment, "retrain the models of the paper's Tables 4-7 on CIFAR-10, "
+                    "or run Table 13 (detection) and the distillation tables 12, 14 and kd")
     p.add_argument("table", choices=("table4", "table5", "table6", "table7", "all", *DISTILL_TABLES, "table13"),
                    help="which of the paper's tables to retrain (all: the four in turn)")
     p.add_argument("--data", required=True, metavar="PATH", help="e.g. ../shared/data/cifar10-jpeg.tar.gz")
