@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from typing import Any
 
 from ..tasks import DISTILL_LOSSES
-from ..train import TrainingDiverged, train
 from .base import add_command, add_model_options, error, float_type
-from .train import add_training_options, config_from_train_args
+from .train import add_training_options, config_from_train_args, run_training
 
 __all__ = ["cmd_distill", "register"]
 
@@ -72,17 +70,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
         return 2
     if isinstance(config.data, list) and len(config.data) == 1:
         config = dataclasses.replace(config, data=config.data[0])
-    try:
-        summary = train(config)
-    except TrainingDiverged as e:
-        error(e)
-        return 1
-    if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "settings"}))
-    if summary.get("status") != "finished":
-        import signal
-
-        return 128 + int(getattr(signal, summary.get("signal") or "SIGTERM"))
+    summary, status = run_training(config, args.json)
+    if status is not None:
+        return status
     if not args.json:
         key = {"kd": "val_agreement", "embedding": "val_cosine", "multilabel": "val_map"}[args.loss]
         extra = f"  val top-1 {summary['val_top1']:.2f}%" if summary.get("val_top1") is not None else ""

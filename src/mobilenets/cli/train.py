@@ -36,7 +36,8 @@ from ..train import (
 )
 from .base import PROG, add_command, add_model_options, count_type, error, float_type
 
-__all__ = ["add_training_options", "cmd_experiment", "cmd_train", "config_from_train_args", "register"]
+__all__ = ["add_training_options", "cmd_experiment", "cmd_train", "config_from_train_args", "register",
+           "run_training"]
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, recipe_default: str) -> None:
@@ -230,6 +231,23 @@ def config_from_train_args(args: argparse.Namespace) -> Any:
     return TrainConfig(**given, resume=bool(args.resume))
 
 
+def run_training(config: Any, as_json: bool) -> tuple[dict[str, Any], int | None]:
+    """Train ``config`` (``train`` and ``distill``): the summary (printed as JSON with ``as_json``), and
+    the exit status when the command ends here (1: diverged; 128 + N: stopped by signal N), else None."""
+    try:
+        summary = train(config)
+    except TrainingDiverged as e:
+        error(e)
+        return {}, 1
+    if as_json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "settings"}))
+    if summary.get("status") != "finished":
+        import signal
+
+        return summary, 128 + int(getattr(signal, summary.get("signal") or "SIGTERM"))
+    return summary, None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a MobileNet V1 on an ImageFolder tree (PATH/train/<class>/, PATH/val/ or PATH/test/) or
     an archive of one (e.g. cifar10-jpeg.tar.gz: small images are read in place, others extracted
@@ -240,17 +258,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     finished; 2: bad input; 1: the loss diverged; 128+N: stopped by signal N after saving."""
     check_writable(args.out, folder=True)  # before the data is read and the run built, not after
     config = config_from_train_args(args)
-    try:
-        summary = train(config)
-    except TrainingDiverged as e:
-        error(e)
-        return 1
-    if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "settings"}))
-    if summary.get("status") != "finished":
-        import signal
-
-        return 128 + int(getattr(signal, summary.get("signal") or "SIGTERM"))
+    summary, status = run_training(config, args.json)
+    if status is not None:
+        return status
     if not args.json and summary.get("val_map") is not None:
         print(f"val mAP@[.5:.95] {summary['val_map']:.3f}  mAP@.5 {summary['val_map50']:.3f}  (best "
               f"{summary['best_val_map']:.3f} at epoch {summary['best_epoch']})  {summary['mult_adds'] / 1e6:.1f} M "
@@ -295,11 +305,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                   f"  {r['params'] / 1e6:5.2f} M params   (paper: {r['paper_model']}, {r['paper_top1']:.1f}%)")
         for f in result["files"]:
             print(f"wrote {f}")
-    if result["status"] != "finished":
-        print(f"{PROG}: stopped in {result['stopped_at']}; run the same command again to continue",
-              file=sys.stderr)
-        return 128 + 15
-    return 0
+    return _experiment_status(result)
 
 
 def _distill_experiment(args: argparse.Namespace) -> int:
@@ -323,6 +329,11 @@ def _distill_experiment(args: argparse.Namespace) -> int:
                   f"{r['mult_adds'] / 1e6:8.1f} M Mult-Adds  {r['params'] / 1e6:5.2f} M params")
         for f in result["files"]:
             print(f"wrote {f}")
+    return _experiment_status(result)
+
+
+def _experiment_status(result: dict[str, Any]) -> int:
+    """0 when every run of the experiment finished; 128 + SIGTERM when one was stopped (rerun to continue)."""
     if result["status"] != "finished":
         print(f"{PROG}: stopped in {result['stopped_at']}; run the same command again to continue", file=sys.stderr)
         return 128 + 15

@@ -20,8 +20,6 @@ markdown it writes):
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shutil
@@ -36,6 +34,7 @@ from ..data import balanced_subset, to_input
 from ..data.images import View, decode_views, open_images
 from ..tasks import knn_accuracy, load_teacher, tar_at_far
 from ..weights import load_pretrained
+from .experiment import write_table_files
 from .settings import TrainConfig
 from .trainer import train
 
@@ -226,17 +225,9 @@ def run_distill_experiment(table: str, data: str | os.PathLike, out: str | os.Pa
 
 
 def _write(table: str, rows: list[dict[str, Any]], out: Path, sc: Scale) -> list[str]:
-    out.mkdir(parents=True, exist_ok=True)
-    md, csv_path, png = out / f"{table}.md", out / f"{table}.csv", out / f"{table}.png"
-    atomic_write(md, lambda tmp: Path(tmp).write_text(_markdown(table, rows, sc)))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(csv_path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-    atomic_write(png, lambda tmp: _plot(table, rows, tmp))
+    files = write_table_files(out, table, rows, _markdown(table, rows, sc), lambda tmp: _plot(table, rows, tmp))
     atomic_write(out / f"{table}.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
-    return [str(md), str(csv_path), str(png)]
+    return files
 
 
 def _markdown(table: str, rows: list[dict[str, Any]], sc: Scale) -> str:

@@ -30,7 +30,7 @@ from ..analysis import PAPER_ROWS
 from .settings import TrainConfig
 from .trainer import train
 
-__all__ = ["ExperimentRun", "TABLES", "run_experiment", "write_reports"]
+__all__ = ["ExperimentRun", "TABLES", "run_experiment", "write_reports", "write_table_files"]
 
 
 @dataclass(frozen=True)
@@ -168,15 +168,23 @@ def _row(table: str, run: ExperimentRun, summary: dict[str, Any], run_dir: Path)
 
 def write_reports(table: str, title: str, rows: list[dict[str, Any]], out: Path) -> list[str]:
     """``<table>.md``, ``<table>.csv`` and ``<table>.png`` in ``out``; returns their paths."""
+    return write_table_files(out, table, rows, _markdown(table, title, rows), lambda tmp: _plot(table, title, rows, tmp))
+
+
+def write_table_files(out: str | os.PathLike, table: str, rows: list[dict[str, Any]], markdown: str,
+                      plot: Any) -> list[str]:
+    """Every experiment's reports, atomically: ``<table>.md`` (``markdown``), ``<table>.csv`` (the rows)
+    and ``<table>.png`` (``plot(path)`` draws it) in ``out``; returns their paths."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md, csv_path, png = out / f"{table}.md", out / f"{table}.csv", out / f"{table}.png"
-    atomic_write(md, lambda tmp: Path(tmp).write_text(_markdown(table, title, rows)))
+    atomic_write(md, lambda tmp: Path(tmp).write_text(markdown))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(csv_path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-    atomic_write(png, lambda tmp: _plot(table, title, rows, tmp))
+    atomic_write(png, plot)
     return [str(md), str(csv_path), str(png)]
 
 

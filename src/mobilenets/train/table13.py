@@ -32,8 +32,6 @@ like the other experiments' reports. The weights files are looked for beside the
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import time
@@ -43,6 +41,7 @@ from typing import Any
 
 from .._utils import atomic_write
 from ..analysis import PAPER_ROWS
+from .experiment import write_table_files
 from .settings import TrainConfig
 from .trainer import train
 
@@ -199,17 +198,7 @@ def _row(row: Table13Row, summary: dict[str, Any], run_dir: Path) -> dict[str, A
 
 def write_table13_reports(rows: list[dict[str, Any]], out: str | os.PathLike) -> list[str]:
     """``table13.md``, ``table13.csv`` and ``table13.png`` in ``out``; returns their paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    md, csv_path, png = out / "table13.md", out / "table13.csv", out / "table13.png"
-    atomic_write(md, lambda tmp: Path(tmp).write_text(_markdown(rows)))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(csv_path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-    atomic_write(png, lambda tmp: _plot(rows, tmp))
-    return [str(md), str(csv_path), str(png)]
+    return write_table_files(out, "table13", rows, _markdown(rows), lambda tmp: _plot(rows, tmp))
 
 
 def _num(v: float | None, fmt: str, unit: str = "") -> str:
