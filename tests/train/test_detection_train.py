@@ -163,3 +163,68 @@ def test_sigkill_mid_epoch_2_then_resume_gives_the_same_metrics(tmp_path, monkey
     assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "ref")
     a, b = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("ref", "cut"))
     assert (a["val_map"], a["val_map50"], a["train_loss"]) == (b["val_map"], b["val_map50"], b["train_loss"])
+
+
+# ----------------------------------------------------------------------------- EMA, AMP, DDP: as classification
+
+def test_detection_run_with_ema_resumes_exactly_and_saves_the_averaged_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "cache"))
+    data = need_data("coco128.tar.gz")
+    ref = train(_small(data, tmp_path / "ref", ema=0.9, epochs=2))
+    plain = train(_small(data, tmp_path / "plain", epochs=2))
+    assert ref["settings"]["ema"] == 0.9 and ref["status"] == plain["status"] == "finished"
+    cut = train(_small(data, tmp_path / "cut", ema=0.9, epochs=2), task=_SignalAt(3))
+    assert cut["status"] == "interrupted"
+    assert "ema" in torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    train(_small(data, tmp_path / "cut", ema=0.9, epochs=2, resume=True))
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "ref")
+    # the same gradients, but best.pt holds the average: its weights differ from the plain run's
+    a = torch.load(tmp_path / "ref" / "best.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "plain" / "best.pt", weights_only=True)["model"]
+    moved = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], b[k])]
+    assert moved and _metrics(tmp_path / "ref")[0]["train_loss"] == _metrics(tmp_path / "plain")[0]["train_loss"]
+
+
+def test_detection_run_under_bf16_autocast_trains_and_saves_float_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path / "cache"))
+    data = need_data("coco128.tar.gz")
+    fp32 = train(_small(data, tmp_path / "fp32", epochs=2))
+    bf16 = train(_small(data, tmp_path / "bf16", epochs=2, amp="bf16"))
+    assert bf16["status"] == "finished" and bf16["settings"]["amp"] == "bf16"
+    a, b = _metrics(tmp_path / "fp32"), _metrics(tmp_path / "bf16")
+    assert all(torch.isfinite(torch.tensor(m["train_loss"])) for m in b)
+    assert b[0]["train_loss"] != a[0]["train_loss"]  # autocast really ran: bf16 rounding moves the loss
+    assert b[0]["train_loss"] == pytest.approx(a[0]["train_loss"], rel=0.1)  # ... by bf16's ~1% per op
+    sd = torch.load(tmp_path / "bf16" / "best.pt", weights_only=True)["model"]
+    assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.float32}
+    assert fp32["status"] == "finished"
+
+
+@pytest.mark.slow  # two torchrun processes and one plain one (about 40 s on 2 idle cores)
+def test_two_process_ddp_detection_matches_one_process(tmp_path):
+    import subprocess
+    import sys
+
+    data = need_data("coco128.tar.gz")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MOBILENETS_CACHE": str(tmp_path / "cache")}
+    def cmd(out):  # body frozen, its maps cached on each process: the CPU-practical path
+        return _detection_cmd(data, out)
+
+    one = subprocess.run([sys.executable, "-m", "mobilenets", *cmd(tmp_path / "one"), "--accum-steps", "2"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "mobilenets", *cmd(tmp_path / "two")], capture_output=True, text=True, timeout=600,
+                         env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    s1, s2 = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("one", "two"))
+    assert s2["settings"]["world_size"] == 2 and s1["settings"]["accum_steps"] == 2
+    assert s2["settings"]["world_batch"] == 2 and s1["settings"]["world_batch"] == 4  # per process
+    # the same images, crops and flips per micro-batch: the same gradients, the same losses to rounding
+    m1, m2 = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert len(m1) == len(m2) == 2  # rank 0 alone writes
+    for a, b in zip(m1, m2):
+        for key in ("train_loss", "train_box_loss", "train_cls_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
+    assert two.stdout.count("-> ") == 1, two.stdout  # one final line, not one per process
+    assert "val_map" in s2 and "val_map50" in s2

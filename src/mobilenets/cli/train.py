@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -233,19 +234,26 @@ def config_from_train_args(args: argparse.Namespace) -> Any:
 
 def run_training(config: Any, as_json: bool) -> tuple[dict[str, Any], int | None]:
     """Train ``config`` (``train`` and ``distill``): the summary (printed as JSON with ``as_json``), and
-    the exit status when the command ends here (1: diverged; 128 + N: stopped by signal N), else None."""
+    the exit status when the command ends here (1: diverged; 128 + N: stopped by signal N), else None.
+    Under torchrun only rank 0 prints: the other ranks end here with their status, silently."""
     try:
         summary = train(config)
     except TrainingDiverged as e:
         error(e)
         return {}, 1
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun's rank: one final line per run, not per process
+        return summary, 0 if summary.get("status") == "finished" else _signal_status(summary)
     if as_json:
         print(json.dumps({k: v for k, v in summary.items() if k != "settings"}))
     if summary.get("status") != "finished":
-        import signal
-
-        return summary, 128 + int(getattr(signal, summary.get("signal") or "SIGTERM"))
+        return summary, _signal_status(summary)
     return summary, None
+
+
+def _signal_status(summary: dict[str, Any]) -> int:
+    import signal
+
+    return 128 + int(getattr(signal, summary.get("signal") or "SIGTERM"))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
