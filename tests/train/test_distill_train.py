@@ -197,24 +197,35 @@ def test_distill_cli_bad_inputs_one_line_each(capsys, tmp_path, unlabeled):
 @pytest.mark.data
 @pytest.mark.slow
 def test_real_embedding_distillation_beats_the_untrained_student(tmp_path):
-    """Google's 1.0-224 embedding extractor teaches an α=0.25 student on the 100 ImageNet samples."""
+    """Google's 1.0-224 embedding extractor teaches an α=0.25 student (32 px) on 600 CIFAR-10 images;
+    judged on 200 held-out test images (about 70 s on 2 idle cores: mostly the teacher's pass)."""
     emb = need_data("tflite", "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")
-    data = need_data("imagenet-sample")
+    data = need_data("cifar10-jpeg.tar.gz")
     task = EmbeddingDistillationTask()
-    s = _run(data, tmp_path / "emb", task, teacher=str(emb), resolution=96, epochs=6, batch_size=16, lr=3e-3)
-    # the untrained student (same seed, same initialization) on the same held-out images
+    s = _run(data, tmp_path / "emb", task, teacher=str(emb), resolution=32, epochs=6, batch_size=50, lr=5e-3,
+             subset=600, val_subset=200)
+    # the untrained student as the run built it (same seed; its projection's bias at the teacher's
+    # mean training embedding) on the same held-out images
     from mobilenets._utils import mix_seed
     from mobilenets.config import MobileNetConfig
     from mobilenets.models import MobileNetV1
 
     torch.manual_seed(mix_seed(0, "init"))
-    net = MobileNetV1(MobileNetConfig.from_dict(s["config"])).eval()
+    net = MobileNetV1(MobileNetConfig.from_dict(s["config"]))
+    task.init_head(net)
+    net.eval()
+    assert torch.equal(net.classifier.bias, task.center)
     val = task.targets["val"]
     pre = s["settings"]["preprocess"]
     x = next(iter(_val_images(task, pre)))
     with torch.no_grad():
-        untrained = float(cosine_sum(net(x), val)) / val.shape[0]
-    assert s["val_cosine"] > untrained + 0.2, (s["val_cosine"], untrained)
+        out = net(x)
+    untrained = float(cosine_sum(out, val)) / val.shape[0]
+    untrained_centered = float(cosine_sum(out - task.center, val - task.center)) / val.shape[0]
+    # the mean alone already points the right way (plain cosine ~0.8): training must beat that, and
+    # must learn how the images differ from the mean, which the centered cosine measures (~0 untrained)
+    assert s["val_cosine"] > untrained, (s["val_cosine"], untrained)
+    assert s["val_centered_cosine"] > untrained_centered + 0.1, (s["val_centered_cosine"], untrained_centered)
     assert s["val_cosine"] > 0.5
 
 

@@ -176,6 +176,8 @@ def _add_experiment_parser(sub: Any) -> None:
                    help="the students' α (default: the paper's)")
     g.add_argument("--resolutions", nargs="+", type=count_type(32, "--resolutions"), metavar="R",
                    help="the students' ρ in px (default: the paper's)")
+    g.add_argument("--lr", type=float_type("--lr"), metavar="LR", help="every student's learning rate, as is "
+                   "(default: table14 AdamW at 1e-4 x the batch; the recipe's for table12 and kd)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
@@ -289,6 +291,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     check_writable(args.out, folder=True)
     if args.table in DISTILL_TABLES:
         return _distill_experiment(args)
+    if args.lr is not None:
+        error(f"--lr is for the distillation tables ({', '.join(DISTILL_TABLES)}); {args.table} trains with its "
+              "recipe's (--recipe)")
+        return 2
     options: dict[str, Any] = {}
     for k in ("amp", "workers", "compile", "threads"):
         if getattr(args, k, None) is not None:
@@ -320,7 +326,7 @@ def _distill_experiment(args: argparse.Namespace) -> int:
     """``experiment table12|table14|kd`` (:func:`mobilenets.train.run_distill_experiment`)."""
     scale = {"train_images": args.subset, "test_images": args.val_subset, "epochs": args.epochs,
              "batch_size": args.batch_size, "threads": args.threads, "progress": not args.no_progress,
-             "seed": args.seed}
+             "seed": args.seed, "lr": args.lr}
     try:
         result = run_distill_experiment(args.table, args.data, args.out, teacher=args.teacher,
                                         extra_data=args.extra_data, widths=tuple(args.widths) if args.widths else None,

@@ -65,6 +65,10 @@ class Task:
         """The network to train (on ``device``, with its initial weights), or None: a MobileNetV1."""
         return None
 
+    def init_head(self, net: nn.Module) -> None:
+        """Adjust a new network's initial weights from the data (e.g. a bias at the targets' mean);
+        not called on resume, where the checkpoint's weights replace them."""
+
     def train_head(self, net: nn.Module) -> nn.Module | None:
         """The part of a task-built network that ``--freeze-epochs`` keeps training."""
         return None

@@ -270,9 +270,7 @@ class DistillationTask(Task):
             if cfg.width is not None:
                 base = base.replace(width_multiplier=cfg.width)
         cifar_stem = bool(cfg.cifar_stem if cfg.cifar_stem is not None else size < 64)
-        num_classes = self.out_dim
-        if self.loss == "embedding" and _pooled_width(base) == self.out_dim:
-            num_classes = 0  # the student's pooled features match the teacher's: no projection
+        num_classes = self.out_dim  # embedding: a learned projection, even when the widths match (init_head)
         config = base.replace(resolution=max(32, size), num_classes=num_classes, cifar_stem=cifar_stem)
         pre = {"mean": list(self.teacher.preprocess["mean"]), "std": list(self.teacher.preprocess["std"])}
         return config, init_state, pre, size, cifar_stem
@@ -331,6 +329,11 @@ class DistillationTask(Task):
         raise NotImplementedError
 
 
+def _space(e: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Embeddings in the space the loss compares them in."""
+    return F.normalize(e, dim=1) if normalize else e
+
+
 def _has_val(source: Any) -> bool:
     try:
         return open_images(source, "val", required=False) is not None
@@ -362,14 +365,6 @@ def _gt(images: ImageSet, skipped: list[int], mode: str, fits: bool) -> torch.Te
     if images.labels is not None:
         return torch.from_numpy(images.labels[keep]).long()
     return torch.from_numpy(images.multilabels[keep]).float()  # type: ignore[index]
-
-
-def _pooled_width(config: MobileNetConfig) -> int:
-    from ..models import MobileNetV1
-
-    net = MobileNetV1(config.replace(num_classes=0, resolution=32)).eval()
-    with torch.no_grad():
-        return int(net(torch.zeros(1, 3, 32, 32)).shape[1])
 
 
 def _read_cache(out: Path | None, identity: str) -> dict[str, torch.Tensor]:
@@ -459,15 +454,29 @@ class LogitDistillationTask(DistillationTask):
 class EmbeddingDistillationTask(DistillationTask):
     """Embedding distillation (the paper's mobile FaceNet): ``val_cosine`` (mean cosine similarity to
     the teacher's embedding on held-out images) decides ``best.pt``. The student's classifier is the
-    learned linear projection to the teacher's dimension (none when the dimensions already match)."""
+    learned linear projection to the teacher's dimension, always (also where the widths match, as the
+    paper's students count an embedding layer): its bias starts at the teacher's mean training
+    embedding, so the first steps learn how images differ, not the offset every embedding shares (a
+    student without it spent short runs learning that offset and collapsed to a constant)."""
 
     name = loss = "embedding"
-    train_sums = ("loss_sum", "cos", "seen")
-    val_sums = ("loss_sum", "cos", "seen")
+    train_sums = ("loss_sum", "cos", "seen", "ccos")
+    val_sums = ("loss_sum", "cos", "seen", "ccos")
     best_metric = "val_cosine"
     higher_is_better = True
-    log_keys = ("train_loss", "train_cosine", "val_loss", "val_cosine")
-    summary_keys = ("val_cosine", "val_loss", "train_loss")
+    log_keys = ("train_loss", "train_cosine", "val_loss", "val_cosine", "val_centered_cosine")
+    summary_keys = ("val_cosine", "val_centered_cosine", "val_loss", "train_loss")
+
+    def setup(self, settings: Any) -> None:
+        super().setup(settings)
+        targets = next((t for t in (self.targets.get("train"), self.targets.get("val")) if t is not None), None)
+        self.center = None if targets is None else _space(targets.float(), self.normalize).mean(0)
+
+    def init_head(self, net: nn.Module) -> None:
+        head = getattr(net, "classifier", None)
+        if isinstance(head, nn.Linear) and head.bias is not None and self.center is not None:
+            with torch.no_grad():
+                head.bias.copy_(self.center)
 
     def save_weights(self, path: Any, module: nn.Module, extra: dict[str, Any]) -> bool:
         """Our checkpoint format, marked as an embedding model (``predict`` prints embeddings, not labels)."""
@@ -479,8 +488,13 @@ class EmbeddingDistillationTask(DistillationTask):
 
     def _count(self, sums: Sums, out: torch.Tensor, teacher: torch.Tensor, gt: torch.Tensor | None,
                losses: torch.Tensor, train: bool) -> None:
+        # centered: the cosine of both embeddings' offsets from the teacher's mean, which a student
+        # that learned only the mean scores 0 at (the plain cosine of the mean alone is ~0.8 here)
+        c = self.center.to(out.device) if self.center is not None else torch.zeros_like(teacher[0])
+        s, t = _space(out, self.normalize), _space(teacher.float(), self.normalize)
         sums.add(torch.stack([losses.double().sum(), cosine_sum(out, teacher),
-                              torch.tensor(float(out.shape[0]), dtype=torch.float64, device=out.device)]))
+                              torch.tensor(float(out.shape[0]), dtype=torch.float64, device=out.device),
+                              cosine_sum(s - c, t - c)]))
 
     def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums["seen"], 1.0)
@@ -488,7 +502,8 @@ class EmbeddingDistillationTask(DistillationTask):
 
     def val_metrics(self, sums: dict[str, float]) -> dict[str, float]:
         n = max(sums["seen"], 1.0)
-        return {"val_loss": sums["loss_sum"] / n, "val_cosine": sums["cos"] / n, "val_images": int(n)}
+        return {"val_loss": sums["loss_sum"] / n, "val_cosine": sums["cos"] / n,
+                "val_centered_cosine": sums["ccos"] / n, "val_images": int(n)}
 
 
 class MultiLabelTask(DistillationTask):

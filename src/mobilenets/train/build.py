@@ -57,6 +57,8 @@ def build_parts(s: RunSettings, model_config: MobileNetConfig, data: DeviceData,
     net = built if built is not None else MobileNetV1(model_config)
     if init is not None and built is None:
         init(net)
+    if task is not None:
+        task.init_head(net)
     net.to(device)
     if s.channels_last:
         net.to(memory_format=torch.channels_last)
