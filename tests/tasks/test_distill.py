@@ -171,3 +171,31 @@ def test_a_classifier_teaches_embeddings_with_its_pooled_features():
     net = mobilenet_v1(0.25, num_classes=7, resolution=32)
     t = load_teacher(net, kind="logits", input_size=32, loss="embedding")
     assert t.kind == "embedding" and t.output_dim == 256
+
+
+def test_new_heads_start_at_the_targets_mean_embedding_and_class_priors():
+    """init_head: an embedding student's projection bias is the teacher's mean training embedding (a
+    student that must first learn that shared offset collapsed to a constant in short runs); a
+    multi-label student's biases are each class's prior logit, blended as its loss blends the targets."""
+    from mobilenets.config import MobileNetConfig
+    from mobilenets.models import MobileNetV1
+    from mobilenets.tasks import EmbeddingDistillationTask, MultiLabelTask
+
+    g = torch.Generator().manual_seed(0)
+    emb = EmbeddingDistillationTask()
+    emb.targets = {"train": torch.rand(50, 8, generator=g) * 6, "val": None}
+    emb.normalize = False
+    emb.center = emb.targets["train"].mean(0)
+    net = MobileNetV1(MobileNetConfig(width_multiplier=0.25, resolution=32, num_classes=8))
+    emb.init_head(net)
+    assert torch.allclose(net.classifier.bias, emb.targets["train"].mean(0))
+
+    teacher = torch.rand(40, 5, generator=g) * 0.2
+    gt = (torch.rand(40, 5, generator=g) < 0.1).float()
+    for mode, expect in (("teacher", teacher.mean(0)), ("gt", gt.mean(0)),
+                         ("both", 0.5 * teacher.mean(0) + 0.5 * gt.mean(0))):
+        task = MultiLabelTask()
+        task.targets, task.label_mode, task.alpha = {"train": teacher, "train_gt": gt}, mode, 0.5
+        net = MobileNetV1(MobileNetConfig(width_multiplier=0.25, resolution=32, num_classes=5))
+        task.init_head(net)
+        assert torch.allclose(net.classifier.bias.sigmoid(), expect.clamp(1e-3, 1 - 1e-3), atol=1e-6), mode

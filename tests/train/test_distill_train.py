@@ -286,11 +286,12 @@ def _fake_rows(table):
     base = {"table": table, "name": "a0.25-r128", "model": "0.25 MobileNet-128", "mult_adds": 14e6, "params": 0.5e6,
             "epochs": 2, "train_images": 100, "test_images": 50}
     if table == "table14":
-        return [{**base, "test_cosine": 0.7, "knn_top1": 40.0, "teacher_knn_top1": 60.0, "tar_at_far_1e-4": 1.0,
+        return [{**base, "test_cosine": 0.7, "test_centered_cosine": 0.3, "mean_only_cosine": 0.81, "lr": 5e-3,
+                 "knn_top1": 40.0, "teacher_knn_top1": 60.0, "tar_at_far_1e-4": 1.0,
                  "teacher_tar_at_far_1e-4": 2.0}]
     if table == "table12":
         return [{**base, "labels": m, "val_map": 20.0 + i, "teacher_map": 69.0} for i, m in
-                enumerate(("gt", "teacher", "both"))]
+                enumerate(("gt", "teacher", "both", "unlabeled"))]
     return [{**base, "role": r, "val_top1": 50.0 + i, "val_agreement": None if r == "teacher" else 70.0}
             for i, r in enumerate(("teacher", "plain", "kd"))]
 
@@ -304,8 +305,9 @@ def test_distillation_reports_are_written_with_the_papers_rows(tmp_path, table):
     md = Path(files[0]).read_text()
     if table == "table14":
         assert "79.4%" in md and "TAR@FAR=1e-4" in md  # the paper's 1.0 MobileNet-160 row beside ours
+        assert "| 0.700 | 0.300 |" in md and "0.810" in md  # centered cosine beside the plain; the mean's
     if table == "table12":
-        assert "88.7%" in md and "| teacher |" in md
+        assert "88.7%" in md and "| teacher |" in md and "| unlabeled |" in md
     assert Path(files[2]).stat().st_size > 1000
 
 
@@ -321,7 +323,9 @@ def test_table14_experiment_at_a_tiny_scale(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     (row,) = result["rows"]
     assert 0 <= row["knn_top1"] <= 100 and row["teacher_knn_top1"] > 15  # the teacher's embedding knows CIFAR
-    assert -1 <= row["test_cosine"] <= 1
+    assert -1 <= row["test_cosine"] <= 1 and -1 <= row["test_centered_cosine"] <= 1
+    assert row["mean_only_cosine"] > 0.5  # every teacher embedding points near the teacher's mean
+    assert row["lr"] == pytest.approx(1e-4 * 20)
     assert (tmp_path / "table14.md").is_file() and (tmp_path / "table14.png").is_file()
 
 

@@ -170,8 +170,9 @@ def _add_experiment_parser(sub: Any) -> None:
                              "images)")
     g.add_argument("--teacher", metavar="FILE", help="table14: the 1.0-224 embedding extractor; table12: Google's SSD "
                    "detector (kd trains its own α=1.0 teacher)")
-    g.add_argument("--extra-data", nargs="+", metavar="PATH", help="table14: more unlabeled images to distill on "
-                   "(e.g. coco128.tar.gz imagenet-sample)")
+    g.add_argument("--extra-data", nargs="+", metavar="PATH", help="more unlabeled images to distill on (e.g. "
+                   "coco128.tar.gz imagenet-sample); table12: an extra 'unlabeled' row per student, distilled on "
+                   "COCO128 train plus these")
     g.add_argument("--widths", nargs="+", type=float_type("--widths"), metavar="A",
                    help="the students' α (default: the paper's)")
     g.add_argument("--resolutions", nargs="+", type=count_type(32, "--resolutions"), metavar="R",

@@ -510,7 +510,10 @@ class MultiLabelTask(DistillationTask):
     """Multi-label (the paper's face attributes): sigmoid outputs, BCE against the teacher's scores
     and/or the ground truth; ``val_map`` (mean AP over classes, scikit-learn) decides ``best.pt``.
     It is measured against the validation ground truth when there is one, else against the
-    teacher's scores thresholded at 0.5; ``val_teacher_map`` is the teacher's own on the same images."""
+    teacher's scores thresholded at 0.5; ``val_teacher_map`` is the teacher's own on the same images.
+    The classifier's biases start at each class's prior (the logit of its mean training target, as
+    RetinaNet and our SSD heads do), so the first steps do not go to pushing 80 sigmoids from 0.5
+    down to the few percent of images that show each class."""
 
     name = loss = "multilabel"
     train_sums = ("loss_sum", "seen")
@@ -525,6 +528,15 @@ class MultiLabelTask(DistillationTask):
         self._scores: list[torch.Tensor] = []
         self._truth: list[torch.Tensor] = []
         self._teacher_scores: list[torch.Tensor] = []
+
+    def init_head(self, net: nn.Module) -> None:
+        head = getattr(net, "classifier", None)
+        used = {"gt": ("train_gt",), "teacher": ("train",), "both": ("train", "train_gt")}[self.label_mode]
+        means = [self.targets[k].float().mean(0) for k in used if self.targets.get(k) is not None]  # type: ignore
+        if isinstance(head, nn.Linear) and head.bias is not None and means:
+            p = (means[0] if len(means) == 1 else (1 - self.alpha) * means[1] + self.alpha * means[0])
+            with torch.no_grad():
+                head.bias.copy_(torch.logit(p.clamp(1e-3, 1 - 1e-3)))
 
     def _losses(self, out: torch.Tensor, teacher: torch.Tensor, gt: torch.Tensor | None) -> torch.Tensor:
         if self.label_mode == "gt":
