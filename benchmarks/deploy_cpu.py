@@ -23,7 +23,9 @@ configs). There is no Google fp32 file in the data, so no LiteRT fp32 peer. torc
 MobileNet V1. "Ours": BN folded, static shapes, ReLU6 as a clip fused into the conv, our int8
 settings for this CPU (printed), run with a latency configuration (one stream, LATENCY hint,
 fixed threads, zero-copy I/O); reference rows (not peers: PyTorch eager, timm's file with our
-runtime settings) show where a gain comes from. bf16 is timed only where the CPU accelerates it
+runtime settings, and two fp32 candidates for a faster path: ONNX Runtime with
+``session.intra_op.allow_spinning=0``, OpenVINO with ``ENABLE_CPU_PINNING=False``) show where a gain
+comes from. bf16 is timed only where the CPU accelerates it
 (AVX512_BF16 or AMX); elsewhere it is reported as not accelerated, never timed as fp32.
 
 ``--quick``: 3 turns of 20 calls (the last 15 timed) per path, 16 calibration images, no
@@ -52,6 +54,8 @@ from _timing import interleaved_medians, machine, median_ms, p90_ms
 import mobilenets
 from mobilenets.deploy import Runner, cpu, export, load_calibration, open_runtime
 from mobilenets.deploy.formats import REGISTRY
+from mobilenets.deploy.formats.onnx import ort_session_options
+from mobilenets.deploy.formats.openvino import openvino_config
 from mobilenets.deploy.support import quiet
 from mobilenets.quant import fuse
 
@@ -289,6 +293,27 @@ def fp32_specs(s: Setup, threads: int, tmp: str, quick: bool) -> list[Spec]:
                     return fused(torch.from_numpy(x).contiguous(memory_format=torch.channels_last)).numpy()
             return Entry("", "", "", call, outputs)
         specs.append(("ref ours PyTorch eager (fused, NHWC)", "ref", "fp32", "torch", eager))
+
+        def ort_no_spin() -> Entry:  # candidate for a faster fp32 path: threads sleep between calls
+            import onnxruntime as ort
+
+            if not os.path.exists(ours_onnx):
+                export(s.model, "onnx", ours_onnx)
+            so = ort_session_options(threads)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            sess = ort.InferenceSession(ours_onnx, so, providers=["CPUExecutionProvider"])
+            return _from_runner("", "", "", Runner("ort", lambda x: sess.run(None, {"input": x})[0], 1), x1)
+
+        def ov_no_pinning() -> Entry:  # candidate: OpenVINO's threads not pinned to cores
+            import openvino as ov
+
+            if not os.path.exists(ours_xml):
+                export(s.model, "openvino", ours_xml)
+            config = {**openvino_config(threads, "fp32"), "ENABLE_CPU_PINNING": False}
+            request = ov.Core().compile_model(ours_xml, "CPU", config).create_infer_request()
+            return _from_runner("", "", "", Runner("ov", lambda x: request.infer({0: x})[0], 1), x1)
+        specs += [("ref ours ONNX Runtime, allow_spinning=0", "ref", "fp32", "onnxruntime", ort_no_spin),
+                  ("ref ours OpenVINO, ENABLE_CPU_PINNING=False", "ref", "fp32", "openvino", ov_no_pinning)]
         if s.timm_onnx:
             specs += [
                 ("ref timm file + our ONNX Runtime settings", "ref", "fp32", "onnxruntime",

@@ -377,3 +377,23 @@ def test_sources_combine_and_labels_survive_only_when_they_agree(unlabeled, labe
     with tarfile.open(archive, "w:gz") as t:
         t.add(unlabeled, arcname="photos")
     assert len(open_images(archive)) == 60  # an archive without class folders: every image in it
+
+
+def test_table12_students_copy_the_teacher_cache_of_the_first_run_on_the_same_images(tmp_path, monkeypatch):
+    """The teacher runs once per training set: every later student on COCO128 train copies the first
+    one's cache, every later `unlabeled` student (COCO128 train + --extra-data) the first unlabeled one's."""
+    from mobilenets.train import distill_experiments as dx
+
+    seen: dict[str, str | None] = {}
+
+    def fake_student(out, name, cache_from, **cfg):
+        seen[name] = cache_from.name if cache_from is not None else None
+        return {"mult_adds": 1e6, "params": 1e5, "epochs": 1, "settings": {"train_images": 8, "val_images": 4},
+                "val_map": 0.1, "val_teacher_map": 0.7, "best_val_map": 0.1, "wall_seconds": 1.0}
+
+    monkeypatch.setattr(dx, "_student", fake_student)
+    rows = dx._table12(tmp_path, "coco.tar.gz", ["extra/"], "t.tflite", dx.Scale(), (0.5, 0.25), (128,))
+    assert len(rows) == 8
+    assert seen == {"a0.5-r128-gt": None, "a0.5-r128-teacher": None, "a0.5-r128-both": "a0.5-r128-teacher",
+                    "a0.5-r128-unlabeled": None, "a0.25-r128-gt": None, "a0.25-r128-teacher": "a0.5-r128-teacher",
+                    "a0.25-r128-both": "a0.5-r128-teacher", "a0.25-r128-unlabeled": "a0.5-r128-unlabeled"}

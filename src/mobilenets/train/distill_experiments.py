@@ -162,7 +162,7 @@ def _table12(out: Path, coco: str, extra: list[str], teacher_path: str, scale: S
     """Per student: ground truth only, teacher only, both, and (with ``extra``) teacher only on COCO128
     train plus the extra unlabeled images: the paper's point that distillation can use unlabeled data."""
     rows = []
-    first: Path | None = None
+    first: dict[str, Path] = {}  # the first run per training set, whose teacher cache the others copy
     modes = ("gt", "teacher", "both") + (("unlabeled",) if extra else ())
     for res in resolutions:
         for width in widths:
@@ -171,12 +171,13 @@ def _table12(out: Path, coco: str, extra: list[str], teacher_path: str, scale: S
                 more: dict[str, Any] = {"data": coco, "labels": mode}
                 if mode == "unlabeled":
                     more = {"data": [coco, *extra], "val_data": coco, "labels": "teacher"}
-                s = _student(out, name, first if mode in ("teacher", "both") else None, task="multilabel",
+                images = "coco+extra" if mode == "unlabeled" else "coco"
+                s = _student(out, name, first.get(images) if mode != "gt" else None, task="multilabel",
                              teacher=teacher_path, width=width, resolution=res, epochs=scale.epochs,
                              batch_size=min(scale.batch_size, 64), lr=scale.lr, seed=scale.seed, threads=scale.threads,
                              progress=scale.progress, tensorboard=False, **more)
-                if mode in ("teacher", "both"):
-                    first = first or out / name
+                if mode != "gt":
+                    first.setdefault(images, out / name)
                 rows.append({
                     "table": "table12", "name": name, "model": f"{width_label(width)} MobileNet-{res}",
                     "width": width, "resolution": res, "labels": mode, "mult_adds": s["mult_adds"],

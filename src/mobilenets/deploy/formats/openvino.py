@@ -49,7 +49,11 @@ def nncf_settings(features: cpu.CpuFeatures | None = None) -> dict[str, Any]:
     ImageNet samples; Google's uint8 file 73%, fp32 74%): defaults 71% / 92 agreeing with fp32;
     ENABLE 74% / 92; ENABLE with the classifier kept in fp32 74% / 93, chosen here (int8 kernels
     kept, about 0.75× fp32 latency); with the first conv in fp32 too 72–74% / 92–94 between runs.
-    Of 24 NNCF settings tried, none reached 95 agreeing (accuracy control did, at 70% top-1)."""
+    Of about 30 NNCF settings tried, none reached 95 agreeing (accuracy control did, at 70% top-1):
+    also the depthwise convs in fp32, no / fast bias correction, the MIXED preset (93 each), mean
+    MinMax or mean quantile ranges (73–74), overflow fix DISABLE (69), 7-bit activations (refused by
+    NNCF's hardware config). OpenVINO running ONNX Runtime's U8U8 file, 97 agreeing in ONNX Runtime,
+    agrees on 94: the limit is OpenVINO's int8 kernels on AVX2, not the calibration."""
     features = features if features is not None else cpu.cpu_features()
     if features.vnni:
         return {"overflow_fix": None, "keep_fp32": ()}
