@@ -40,7 +40,12 @@ def test_a_cpu_without_bf16_says_so(monkeypatch, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bench_probe_caches_per_machine_and_env_uses_it(monkeypatch, tmp_path, capsys):
+    """The probe's caching and its use by `env`. Two runtimes, not every installed one: OpenVINO's
+    and ExecuTorch's exports take ~40 s of the probe and are exercised by the bench tests."""
+    from mobilenets.deploy import probe
+
     monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    monkeypatch.setattr(probe, "RUNTIMES", ("onnxruntime", "litert"))
     assert main(["bench", "--probe"]) == 0
     out = capsys.readouterr().out
     assert "fp32" in out and "saved" in out
