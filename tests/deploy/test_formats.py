@@ -106,11 +106,39 @@ def test_ort_int8_settings_depend_on_vnni():
     # VNNI: U8S8, exact there. Without: U8U8 (no u8·s8 saturation), bias-corrected on the uint8 grid
     assert with_vnni["weight_type"] == "QInt8" and with_vnni["weight_grid"] == "s8"
     assert without["weight_type"] == "QUInt8" and without["weight_grid"] == "u8"
+    assert without["fp32_convs"] == "stride2_depthwise" and with_vnni["fp32_convs"] is None
     for s in (with_vnni, without):
         assert s["activation_type"] == "QUInt8" and s["per_channel"] and not s["reduce_range"]
         assert s["extra_options"]["WeightSymmetric"] is True
     avx_vnni_only = dataclasses.replace(AVX2_ONLY, avx_vnni=True)  # Alder Lake: VNNI without AVX-512
     assert ort_int8_settings(avx_vnni_only)["weight_type"] == "QInt8"
+
+
+@pytest.mark.parametrize("features", ["vnni", "avx2"])
+def test_u8u8_int8_onnx_keeps_the_stride2_depthwise_convs_in_fp32(tmp_path, monkeypatch, features):
+    """Without VNNI the four stride-2 depthwise convs stay float (ONNX Runtime's U8U8 kernel for them
+    took 2.5× the whole fp32 model); every other conv is int8, and with VNNI all of them are."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    import torch
+
+    import mobilenets
+
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY if features == "avx2" else SAPPHIRE_RAPIDS)
+    torch.manual_seed(0)
+    model = mobilenets.mobilenet_v1(0.25, resolution=64, num_classes=10)
+    calib = torch.randn(16, 3, 64, 64).clamp(-2, 2)
+    report = deploy.export(model, "onnx", tmp_path / "q.onnx", int8=True, calibration=calib, calibration_images=8,
+                           min_agreement=0.0)
+    graph = onnx.load(report.path).graph
+    produced_by = {o: n.op_type for n in graph.node for o in n.output}
+    float_convs = []
+    for node in graph.node:
+        if node.op_type == "Conv" and produced_by.get(node.input[1]) != "DequantizeLinear":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            float_convs.append((attrs.get("group", 1) > 1, list(attrs.get("strides", [1, 1]))))
+    assert float_convs == ([(True, [2, 2])] * 4 if features == "avx2" else [])
+    assert ("stride-2 depthwise convs in fp32" in report.toolchain) == (features == "avx2")
 
 
 def test_ort_int8_settings_default_to_this_cpu(monkeypatch):
