@@ -57,8 +57,8 @@ def ort_int8_settings(features: cpu.CpuFeatures | None = None) -> dict[str, Any]
     U8U8 has one slow kernel: ONNX Runtime 1.32's profiler puts 18.6 of the 28 ms of a 1.0-224 U8U8
     file (2 threads) in one node, the first stride-2 depthwise conv (TF SAME pads [0, 0, 1, 1]),
     2.5× the whole fp32 model. ``fp32_convs="stride2_depthwise"`` keeps the four stride-2 depthwise
-    convs (1.3% of the Mult-Adds) in fp32: measured 31.9 → 8.1 ms at 1.0-224 (fp32: 11.6 ms), cosine
-    with fp32 unchanged (0.998), 2.6 → 2.5 ms at 0.5-160.
+    convs (1.3% of the Mult-Adds) in fp32 (``benchmarks/deploy_cpu.py``, AVX2 EPYC): 31.5 → 10.2 ms at
+    1.0-224 (fp32: 12.7 ms), cosine with fp32 unchanged (0.998); at 0.5-160 2.45 ms, 72% / 97%.
     Quant types are given by name (``QuantType[name]``) so that this needs no onnxruntime to call.
     """
     features = features if features is not None else cpu.cpu_features()
