@@ -203,7 +203,7 @@ def test_real_embedding_distillation_beats_the_untrained_student(tmp_path):
     data = need_data("cifar10-jpeg.tar.gz")
     task = EmbeddingDistillationTask()
     s = _run(data, tmp_path / "emb", task, teacher=str(emb), resolution=32, epochs=6, batch_size=50, lr=5e-3,
-             subset=600, val_subset=200)
+             subset=600, val_subset=200, threads=2)  # CI's two cores: the teacher's pass dominates
     # the untrained student as the run built it (same seed; its projection's bias at the teacher's
     # mean training embedding) on the same held-out images
     from mobilenets._utils import mix_seed
