@@ -5,8 +5,8 @@ data (so folded weights, e.g. TFLite's, fine-tune)."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
