@@ -244,10 +244,13 @@ def fp32_specs(s: Setup, threads: int, tmp: str, quick: bool) -> list[Spec]:
     ours_tflite = os.path.join(tmp, f"ours_{s.label}.tflite")
     ours_pte = os.path.join(tmp, f"ours_{s.label}.pte")
 
-    def ours(fmt: str, path: str, precision: str = "fp32") -> Runner:
+    def exported(fmt: str, path: str) -> str:
         if not os.path.exists(path):
             export(s.model, fmt, path)
-        return open_runtime(path, fmt, threads=threads, precision=precision)
+        return path
+
+    def ours(fmt: str, path: str, precision: str = "fp32") -> Runner:
+        return open_runtime(exported(fmt, path), fmt, threads=threads, precision=precision)
 
     random = "n/a (timm's random weights)"
     specs: list[Spec] = []
@@ -297,20 +300,16 @@ def fp32_specs(s: Setup, threads: int, tmp: str, quick: bool) -> list[Spec]:
         def ort_no_spin() -> Entry:  # candidate for a faster fp32 path: threads sleep between calls
             import onnxruntime as ort
 
-            if not os.path.exists(ours_onnx):
-                export(s.model, "onnx", ours_onnx)
             so = ort_session_options(threads)
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            sess = ort.InferenceSession(ours_onnx, so, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(exported("onnx", ours_onnx), so, providers=["CPUExecutionProvider"])
             return _from_runner("", "", "", Runner("ort", lambda x: sess.run(None, {"input": x})[0], 1), x1)
 
         def ov_no_pinning() -> Entry:  # candidate: OpenVINO's threads not pinned to cores
             import openvino as ov
 
-            if not os.path.exists(ours_xml):
-                export(s.model, "openvino", ours_xml)
             config = {**openvino_config(threads, "fp32"), "ENABLE_CPU_PINNING": False}
-            request = ov.Core().compile_model(ours_xml, "CPU", config).create_infer_request()
+            request = ov.Core().compile_model(exported("openvino", ours_xml), "CPU", config).create_infer_request()
             return _from_runner("", "", "", Runner("ov", lambda x: request.infer({0: x})[0], 1), x1)
         specs += [("ref ours ONNX Runtime, allow_spinning=0", "ref", "fp32", "onnxruntime", ort_no_spin),
                   ("ref ours OpenVINO, ENABLE_CPU_PINNING=False", "ref", "fp32", "openvino", ov_no_pinning)]

@@ -523,3 +523,24 @@ def test_int8_export_of_an_embedding_model_is_judged_by_cosine(tmp_path):
     images = need_data("imagenet-sample")
     report = export(emb, "onnx", tmp_path / "e.onnx", int8=True, calibration=images, calibration_images=16)
     assert report.cosine >= EMBEDDING_MIN_COSINE and (tmp_path / "e.onnx").is_file()
+
+
+def test_bias_correction_moves_every_conv_bias_except_the_skipped_ones():
+    """``skip`` leaves the convs a file keeps in fp32 as they were (their weights are not rounded);
+    every other conv's bias absorbs its rounding error on the calibration data."""
+    from mobilenets.quant import correct_bias_for_int8, fuse
+
+    fused = fuse(small_model().eval())
+    calib = torch.randn(8, 3, 64, 64).clamp(-2, 2).numpy()
+
+    def skipped(conv):
+        return conv.groups > 1 and tuple(conv.stride) == (2, 2)
+
+    corrected = correct_bias_for_int8(fused, calib, weight_grid="u8", skip=skipped)
+    before = [m for m in fused.modules() if isinstance(m, nn.Conv2d)]
+    after = [m for m in corrected.modules() if isinstance(m, nn.Conv2d)]
+    assert sum(map(skipped, before)) == 4
+    for b, a in zip(before, after):
+        moved = not torch.equal(a.bias, b.bias)
+        assert moved != skipped(b), (b, (a.bias - b.bias).abs().max())
+        assert torch.equal(a.weight, b.weight)

@@ -116,8 +116,8 @@ def test_ort_int8_settings_depend_on_vnni():
 
 @pytest.mark.parametrize("features", ["vnni", "avx2"])
 def test_u8u8_int8_onnx_keeps_the_stride2_depthwise_convs_in_fp32(tmp_path, monkeypatch, features):
-    """Without VNNI the four stride-2 depthwise convs stay float (ONNX Runtime's U8U8 kernel for them
-    took 2.5× the whole fp32 model); every other conv is int8, and with VNNI all of them are."""
+    """Without VNNI the four stride-2 depthwise convs stay float (ONNX Runtime's U8U8 kernel for the
+    first of them took 1.5× the whole fp32 model); every other conv is int8, and with VNNI all are."""
     pytest.importorskip("onnxruntime")
     import onnx
     import torch

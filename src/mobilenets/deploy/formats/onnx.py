@@ -56,8 +56,8 @@ def ort_int8_settings(features: cpu.CpuFeatures | None = None) -> dict[str, Any]
     Percentile calibration 73% / 97%, chosen here. ``weight_grid`` is the grid for bias correction.
     U8U8 has one slow kernel: ONNX Runtime 1.32's profiler puts 18.6 of the 28 ms of a 1.0-224 U8U8
     file (2 threads) in one node, the first stride-2 depthwise conv (TF SAME pads [0, 0, 1, 1]),
-    2.5× the whole fp32 model. ``fp32_convs="stride2_depthwise"`` keeps the four stride-2 depthwise
-    convs (1.3% of the Mult-Adds) in fp32 (``benchmarks/deploy_cpu.py``, AVX2 EPYC): 31.5 → 10.2 ms at
+    1.5× the whole fp32 model. ``fp32_convs="stride2_depthwise"`` keeps the four stride-2 depthwise
+    convs (0.6% of the Mult-Adds at 1.0-224, 1.1% at 0.5-160) in fp32 (``benchmarks/deploy_cpu.py``, AVX2 EPYC): 31.5 → 10.2 ms at
     1.0-224 (fp32: 12.7 ms), cosine with fp32 unchanged (0.998); at 0.5-160 2.45 ms, 72% / 97%.
     Quant types are given by name (``QuantType[name]``) so that this needs no onnxruntime to call.
     """
@@ -71,18 +71,27 @@ def ort_int8_settings(features: cpu.CpuFeatures | None = None) -> dict[str, Any]
             "extra_options": {"WeightSymmetric": True, "ActivationSymmetric": False}}
 
 
-def is_stride2_depthwise(conv: nn.Conv2d) -> bool:
-    return conv.groups > 1 and conv.groups == conv.in_channels and tuple(conv.stride) == (2, 2)
+def _is_stride2_depthwise(groups: int, channels_per_group: int, strides: tuple[int, ...]) -> bool:
+    """The one definition, for PyTorch modules and ONNX nodes alike."""
+    return groups > 1 and channels_per_group == 1 and tuple(strides) == (2, 2)
+
+
+def _stride2_depthwise_module(conv: nn.Conv2d) -> bool:
+    return _is_stride2_depthwise(conv.groups, conv.in_channels // conv.groups, conv.stride)
 
 
 def _stride2_depthwise_nodes(onnx_path: str) -> list[str]:
-    """The ONNX Conv nodes that :func:`is_stride2_depthwise` selects (group > 1, strides 2)."""
+    """The names of the fp32 file's Conv nodes that are stride-2 depthwise (weights [C, 1, k, k])."""
     import onnx
 
+    graph = onnx.load(onnx_path, load_external_data=False).graph
+    weight_shape = {t.name: list(t.dims) for t in graph.initializer}
     names = []
-    for node in onnx.load(onnx_path, load_external_data=False).graph.node:
+    for node in graph.node:
+        if node.op_type != "Conv" or node.input[1] not in weight_shape:
+            continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "Conv" and attrs.get("group", 1) > 1 and list(attrs.get("strides", [1, 1])) == [2, 2]:
+        if _is_stride2_depthwise(attrs.get("group", 1), weight_shape[node.input[1]][1], attrs.get("strides", (1, 1))):
             names.append(node.name)
     return names
 
@@ -123,7 +132,7 @@ def write_onnx_int8(model: nn.Module, example: torch.Tensor, path: str, batch: i
         settings = {**settings, "calibrate_method": calibrate_method}
     keep = settings["fp32_convs"] == "stride2_depthwise"
     model = correct_bias_for_int8(model, calibration, weight_grid=settings["weight_grid"],
-                                  skip=is_stride2_depthwise if keep else None)
+                                  skip=_stride2_depthwise_module if keep else None)
     with tempfile.TemporaryDirectory() as tmpdir, quiet():
         fp32 = write_onnx_tmp(model, example, batch, tmpdir)
         quantize_static(fp32, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=settings["per_channel"],
