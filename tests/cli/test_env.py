@@ -53,3 +53,56 @@ def test_bench_probe_caches_per_machine_and_env_uses_it(monkeypatch, tmp_path, c
     env = json.loads(capsys.readouterr().out)
     assert env["probe"] and "probe" in env["precisions"]["fp32"]["why"]
     assert env["precisions"]["fastest"] in ("fp32", "int8")
+    assert main(["bench", "--probe", "--no-progress"]) == 0  # the real files, kept and opened again
+    assert "reused every file" in capsys.readouterr().out
+    assert probe.load_probe()["exported"] == []
+
+
+def _fake_exporter(calls):
+    """A make_runner that records whether it exported or reused, writing a stand-in file."""
+    def make_runner(config, runtime, *, precision, workdir, reuse, **kwargs):
+        path = workdir / f"{runtime}-{precision}.file"
+        if reuse and path.exists():
+            calls.append(("reused", runtime, precision))
+        else:
+            if runtime == "boom":
+                raise KeyboardInterrupt  # interrupted mid-export
+            path.write_text("file")
+            calls.append(("exported", runtime, precision))
+        return lambda: None
+    return make_runner
+
+
+def test_probe_keeps_its_files_and_a_reprobe_reuses_them(monkeypatch, tmp_path):
+    """A re-probe re-measures the kept files instead of exporting again (seconds, not a minute);
+    new toolchain versions export afresh and drop the old files; an interrupted probe keeps nothing
+    half-written."""
+    from mobilenets.deploy import bench, probe
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    calls: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(bench, "make_runner", _fake_exporter(calls))
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32"), ("litert", "int8")])
+
+    first = probe.run_probe(rounds=1, block=1)
+    assert [c[0] for c in calls] == ["exported", "exported"] and first["exported"] == ["onnxruntime fp32", "litert int8"]
+    files = probe.probe_files_dir()
+    assert sorted(p.name for p in files.iterdir()) == ["litert-int8", "onnxruntime-fp32"]
+    calls.clear()
+    again = probe.run_probe(rounds=1, block=1)
+    assert [c[0] for c in calls] == ["reused", "reused"] and again["exported"] == []
+    assert {r["runtime"] for r in again["results"]} == {"onnxruntime", "litert"} and again["files"] == str(files)
+
+    versions = probe._toolchain_versions()
+    monkeypatch.setattr(probe, "_toolchain_versions", lambda: {**versions, "onnxruntime": "99.0"})
+    assert probe.probe_files_dir() != files
+    calls.clear()
+    probe.run_probe(rounds=1, block=1)
+    assert [c[0] for c in calls] == ["exported", "exported"] and not files.exists()  # the old toolchain's files: gone
+
+    monkeypatch.setattr(probe, "_pairs", lambda: [("executorch", "fp32"), ("boom", "fp32")])
+    with pytest.raises(KeyboardInterrupt):
+        probe.run_probe(rounds=1, block=1)
+    root = probe.probe_files_dir().parent
+    assert not any(p.name.startswith(".partial-") for p in root.iterdir())  # the staging folder went with it
+    assert sorted(p.name for p in probe.probe_files_dir().iterdir()) == ["litert-int8", "onnxruntime-fp32"]

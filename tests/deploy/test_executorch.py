@@ -124,7 +124,8 @@ def test_bench_runs_executorch():
 
 
 def test_executorch_without_the_package_is_one_line(monkeypatch, tmp_path):
-    for name in ("executorch.exir", "executorch.runtime"):
+    for name in ("executorch.exir", "executorch.runtime", "executorch.extension.pybindings",
+                 "executorch.extension.pybindings._C", "executorch.extension.pybindings.portable_lib"):
         monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
     out = tmp_path / "m.pte"
     with pytest.raises(ValueError, match=r"needs the executorch package: pip install executorch$") as e:
@@ -154,3 +155,17 @@ def test_mobilenets_imports_and_reads_pte_metadata_without_executorch(pte):
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["executorch", "{"]
+
+
+@needs_executorch
+def test_running_a_pte_does_not_import_the_exporter(pte):
+    """Opening a .pte loads ExecuTorch's runtime extension only: through ``executorch.runtime`` it
+    would first import the exporter (``executorch.exir``, seconds) for a warning helper."""
+    code = ("import sys, numpy as np\n"
+            "from mobilenets.deploy import open_runtime\n"
+            f"r = open_runtime({str(pte[3])!r}, 'executorch', threads=1)\n"
+            "x = np.zeros((r.batch or 1, 3, 64, 64), np.float32)\n"
+            "print(r(x).shape[1], any(m.startswith('executorch.exir') for m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(CLASSES)), "False"]

@@ -70,10 +70,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Time each width × resolution in a runtime after warm-up: median and p90 latency and
     throughput. Writes bench.csv, bench.md and bench.png (latency against Mult-Adds) to --out."""
     if args.probe:
-        data = run_probe(threads=args.threads or 2)
+        data = run_probe(threads=args.threads or 2, progress=not args.no_progress)
         for r in sorted(data["results"], key=lambda r: (r["precision"], r["median_ms"])):
             print(f"{r['precision']:<5} {r['runtime']:<12} {r['median_ms']:8.3f} ms  ({data['config']}, batch 1)")
-        print(f"\nsaved {probe_path()}: the default runtime per precision on this machine")
+        exported = data["exported"]
+        files = (f"exported {len(exported)} of {len(data['results'])} files" if exported
+                 else "reused every file") + f" ({data['files']})"
+        print(f"\nsaved {probe_path()}: the default runtime per precision on this machine; "
+              f"{data['seconds']:.1f} s, {files}")
         return 0
 
     check_out_dir(args.out)  # before anything is measured, not after

@@ -50,6 +50,7 @@ __all__ = [
     "check_out_dir",
     "check_precision",
     "default_runtime",
+    "export_name",
     "format_markdown",
     "make_runner",
     "read_results",
@@ -168,11 +169,14 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 def make_runner(config: MobileNetConfig, runtime: str, *, precision: str = "fp32", device: str = "cpu",
                 threads: int | None = None, batch: int = 1, workdir: str | os.PathLike | None = None,
-                compile: bool = False, model: torch.nn.Module | None = None) -> Callable[[], Any]:
+                compile: bool = False, model: torch.nn.Module | None = None, reuse: bool = False
+                ) -> Callable[[], Any]:
     """A zero-argument function that runs one inference of ``config`` in ``runtime``.
 
     The model is built (or ``model`` used), BN-folded and exported to ``workdir`` as our
-    exports are; the input is allocated once so only inference is timed.
+    exports are; the input is allocated once so only inference is timed. ``reuse``: when
+    ``workdir`` already holds this export (:func:`export_name`; the probe's file cache), it is
+    opened instead of exported again.
     """
     _check(runtime, precision, device, batch, threads)
     model = (model if model is not None else MobileNetV1(config)).eval()
@@ -184,17 +188,25 @@ def make_runner(config: MobileNetConfig, runtime: str, *, precision: str = "fp32
     if fmt is None:
         return _torch_runner(fused, example, precision, device, threads, compile)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="mobilenets-bench-"))
-    path = str(workdir / f"mobilenet_{config.width_multiplier:g}_{r}_{precision}_b{batch}{fmt.suffix}")
-    if precision == "int8":
-        if fmt.write_int8 is None:
-            raise ValueError(f"{runtime} has no int8 export ({fmt.name})")
-        calibration = torch.randn(8 * batch, c, r, r, generator=gen).clamp_(-2, 2).numpy()
-        fmt.write_int8(fused, example, path, batch, calibration)
-    else:
-        fmt.write(fused, example, path, batch)
+    path = str(workdir / export_name(config, runtime, precision, batch))
+    if precision == "int8" and fmt.write_int8 is None:
+        raise ValueError(f"{runtime} has no int8 export ({fmt.name})")
+    if not (reuse and os.path.exists(path)):
+        if precision == "int8":
+            calibration = torch.randn(8 * batch, c, r, r, generator=gen).clamp_(-2, 2).numpy()
+            fmt.write_int8(fused, example, path, batch, calibration)
+        else:
+            fmt.write(fused, example, path, batch)
     runner = open_runtime(path, fmt.name, threads=threads, precision=precision)
     x = runner.prepare(example.numpy())  # the file's own layout (NHWC for TFLite): no transpose is timed
     return lambda: runner(x)
+
+
+def export_name(config: MobileNetConfig, runtime: str, precision: str, batch: int) -> str:
+    """The file name :func:`make_runner` exports ``config`` to for ``runtime`` (in its workdir)."""
+    fmt = format_of_runtime(runtime)
+    suffix = fmt.suffix if fmt is not None else ""
+    return f"mobilenet_{config.width_multiplier:g}_{config.resolution}_{precision}_b{batch}{suffix}"
 
 
 def _torch_runner(fused: torch.nn.Module, example: torch.Tensor, precision: str, device: str,

@@ -2,33 +2,79 @@
 every precision the CPU accelerates on one small model (α=0.5, 128 px, batch 1, interleaved), and
 caches the result per machine signature in ``<cache>/probe/`` (``$MOBILENETS_CACHE``, else
 ``$XDG_CACHE_HOME/mobilenets``). ``default_runtime`` and ``mobilenets env`` read it; ``mobilenets
-bench --probe`` measures again. Without a probe the fixed order in :mod:`.bench` is the fallback."""
+bench --probe`` measures again. Without a probe the fixed order in :mod:`.bench` is the fallback.
+
+Nearly all of a first probe is the exporters' own start-up (ExecuTorch's lowering alone takes about
+15 s in a fresh process; the timing itself about 2 s), so the probe keeps the small files it
+exported in ``<cache>/probe/files/<key>/``, keyed by the machine, the toolchain versions and
+mobilenets' own code: a re-probe re-measures the same files in seconds, and any change of CPU,
+runtime, exporter or export code exports afresh. Each file is moved into place only when written
+whole, so an interrupted probe leaves nothing half-written to reuse."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import importlib.metadata
 import json
+import os
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm import tqdm
+
 from .._utils import atomic_write
 from ..config import MobileNetConfig
 from ..data import cache_dir
+from ..models import MobileNetV1
 from . import cpu
 from .formats import EAGER_RUNTIME, RUNTIMES
 
-__all__ = ["PROBE_CONFIG", "load_probe", "precisions_to_probe", "probe_path", "probed_runtime", "run_probe"]
+__all__ = ["PROBE_CONFIG", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime",
+           "run_probe"]
 
 PROBE_CONFIG = MobileNetConfig(width_multiplier=0.5, resolution=128)
 _VERSION = 1
+# What the probe's files depend on besides the CPU and mobilenets' code: the exporters and runtimes.
+_TOOLCHAIN = ("torch", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "ai-edge-litert", "executorch",
+              "torchao")
 
 
 def probe_path() -> Path:
     sig = cpu.machine_signature()
     return cache_dir() / "probe" / f"{hashlib.sha256(sig.encode()).hexdigest()[:16]}.json"
+
+
+def _toolchain_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in _TOOLCHAIN:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _code_digest() -> str:
+    """A digest of mobilenets' source: the probe's files are re-exported when the export code changes."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def probe_files_dir() -> Path:
+    """Where this machine's probe keeps its exported files, for these toolchain versions and this code."""
+    key = json.dumps({"version": _VERSION, "machine": cpu.machine_signature(), "config": PROBE_CONFIG.label,
+                      "toolchain": _toolchain_versions(), "code": _code_digest()}, sort_keys=True)
+    return cache_dir() / "probe" / "files" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def load_probe() -> dict[str, Any] | None:
@@ -48,38 +94,83 @@ def precisions_to_probe() -> list[str]:
     return ["fp32", "int8"] + (["bf16"] if cpu.cpu_features().bf16 else [])
 
 
-def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 10) -> dict[str, Any]:
-    """Time each installed runtime × precision (a few seconds per pair) and cache the medians."""
-    from .bench import make_runner, runtime_available  # bench's default_runtime reads this module
+def _pairs() -> list[tuple[str, str]]:
+    from .bench import runtime_available  # bench's default_runtime reads this module
 
-    runners, keys = [], []
-    with tempfile.TemporaryDirectory(prefix="mobilenets-probe-") as tmp:
-        for precision in precisions_to_probe():
-            for runtime in RUNTIMES:
-                if runtime == EAGER_RUNTIME or not runtime_available(runtime):
-                    continue
-                if precision == "bf16" and runtime != "openvino":
-                    continue
-                try:
-                    runners.append(make_runner(PROBE_CONFIG, runtime, precision=precision, threads=threads,
-                                               workdir=tmp))
-                    keys.append((runtime, precision))
-                except (ValueError, RuntimeError):  # a runtime that cannot run this precision here
-                    continue
-        samples: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-        for fn in runners:
-            for _ in range(5):
+    return [(runtime, precision) for precision in precisions_to_probe() for runtime in RUNTIMES
+            if runtime != EAGER_RUNTIME and runtime_available(runtime) and (precision != "bf16" or runtime == "openvino")]
+
+
+def _probe_model() -> MobileNetV1:
+    """The probe's model, the same on every call (seeded), so a kept file matches a fresh export."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return MobileNetV1(PROBE_CONFIG).eval()
+
+
+def _prune(files: Path) -> None:
+    """Remove the files of earlier toolchains / code (kept: this key's, and probes in progress)."""
+    for entry in files.parent.iterdir():
+        if entry != files and not entry.name.startswith(".partial-"):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _time_interleaved(runners: list[Any], keys: list[tuple[str, str]], samples: dict[tuple[str, str], list[float]],
+                      rounds: int, block: int) -> None:
+    for fn in runners:
+        for _ in range(5):
+            fn()
+    for _ in range(rounds):  # interleaved in turns, so a busy spell hits every runtime alike
+        for key, fn in zip(keys, runners):
+            for _ in range(3):  # untimed: the previous runtime's threads may still be spinning
                 fn()
-        for _ in range(rounds):  # interleaved in turns, so a busy spell hits every runtime alike
-            for key, fn in zip(keys, runners):
-                t0 = time.perf_counter()
-                for _ in range(block):
-                    fn()
-                samples[key].append((time.perf_counter() - t0) / block)
+            t0 = time.perf_counter()
+            for _ in range(block):
+                fn()
+            samples[key].append((time.perf_counter() - t0) / block)
+
+
+def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: bool = False) -> dict[str, Any]:
+    """Time each installed runtime × precision and cache the medians (and the files: see the module)."""
+    from .bench import make_runner  # bench's default_runtime reads this module
+
+    start = time.perf_counter()
+    files = probe_files_dir()
+    files.mkdir(parents=True, exist_ok=True)
+    runners, keys, fresh = [], [], []
+    with tempfile.TemporaryDirectory(prefix=".partial-", dir=files.parent) as staging:
+        bar = tqdm(_pairs(), desc="probe", unit="runtime", disable=not progress, leave=False)
+        for runtime, precision in bar:
+            kept = files / f"{runtime}-{precision}"
+            reuse = kept.is_dir()
+            bar.set_postfix_str(f"{runtime} {precision}" + ("" if reuse else ": exporting"))
+            workdir = kept if reuse else Path(staging) / kept.name
+            workdir.mkdir(exist_ok=True)
+            try:
+                runners.append(make_runner(PROBE_CONFIG, runtime, precision=precision, threads=threads,
+                                           workdir=workdir, model=_probe_model(), reuse=reuse))
+            except (ValueError, RuntimeError):  # a runtime that cannot run this precision here
+                continue
+            keys.append((runtime, precision))
+            if not reuse:
+                fresh.append((workdir, f"{runtime} {precision}"))
+        bar.close()
+        samples: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
+        _time_interleaved(runners, keys, samples, rounds, block)
+        del runners
+        gc.collect()  # close the sessions before their files move
+        for workdir, _ in fresh:  # whole files only: a folder moves into place in one step
+            try:
+                os.replace(workdir, files / workdir.name)
+            except OSError:  # (kept by a concurrent probe, or a filesystem that refuses): export next time
+                pass
+    _prune(files)
     results = [{"runtime": r, "precision": p, "median_ms": 1000 * statistics.median(samples[(r, p)])}
                for r, p in keys]
     data = {"version": _VERSION, "machine": cpu.machine_signature(), "cpu": cpu.cpu_features().to_dict(),
-            "config": PROBE_CONFIG.label, "threads": threads, "results": results}
+            "config": PROBE_CONFIG.label, "threads": threads, "results": results,
+            "exported": [name for _, name in fresh],
+            "files": str(files), "seconds": round(time.perf_counter() - start, 1)}
     atomic_write(probe_path(), lambda t: Path(t).write_text(json.dumps(data, indent=2) + "\n"))
     return data
 

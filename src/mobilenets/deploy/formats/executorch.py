@@ -95,10 +95,24 @@ def write_executorch(model: nn.Module, example: torch.Tensor, path: str, batch: 
             program.write_to_file(f)
 
 
+def _runtime_lib() -> Any:
+    """ExecuTorch's runtime extension module, which the public ``portable_lib`` and
+    ``executorch.runtime`` re-export name for name. Imported directly: through them, opening a file
+    first imports the exporter (``executorch.exir``, about 7 s on 2 cores) for a warning helper."""
+    try:
+        from executorch.extension.pybindings import _C  # type: ignore[import-not-found]
+    except ImportError:  # not installed (a one-line error naming the package), or laid out otherwise
+        return _import("executorch.extension.pybindings.portable_lib", "running ExecuTorch (.pte) files")
+    if not all(hasattr(_C, name) for name in ("_load_program", "Verification", "_threadpool_get_thread_count",
+                                               "_unsafe_reset_threadpool")):
+        return _import("executorch.extension.pybindings.portable_lib", "running ExecuTorch (.pte) files")
+    return _C
+
+
 def _set_threads(threads: int | None) -> None:
     """ExecuTorch's XNNPACK threadpool is process-wide: size it as the other runtimes are sized
     (``threads``, default one per CPU), resetting it only when it differs."""
-    portable = _import("executorch.extension.pybindings.portable_lib", "running ExecuTorch (.pte) files")
+    portable = _runtime_lib()
     want = threads or os.cpu_count() or 1
     with _native_stderr_silenced():  # (the first call creates the pool, which logs its CPU probing)
         if portable._threadpool_get_thread_count() != want:
@@ -110,17 +124,19 @@ def open_executorch(path: str, *, threads: int | None = None, precision: str = "
     """The ``forward`` method of a ``.pte`` file in the ExecuTorch runtime (XNNPACK, CPU)."""
     if device != "cpu":
         raise ValueError(f"ExecuTorch files run on the CPU here, not {device}")
-    runtime = _import("executorch.runtime", "running ExecuTorch (.pte) files")
+    lib = _runtime_lib()
     version = getattr(_import("executorch.version", "running ExecuTorch (.pte) files"), "__version__", "")
     _set_threads(threads)
-    program = runtime.Runtime.get().load_program(path)
+    # what executorch.runtime.Runtime.load_program(path) and Program.load_method do
+    program = lib._load_program(path, enable_etdump=False, debug_buffer_size=0,
+                                program_verification=lib.Verification.InternalConsistency)
     with _native_stderr_silenced():
         method = program.load_method("forward")
-    sizes = tuple(int(d) for d in method.metadata.input_tensor_meta(0).sizes())
+    sizes = tuple(int(d) for d in method.method_meta().input_tensor_meta(0).sizes())
     loaded = (program, method)  # the method runs out of its program's buffers: both stay alive with the runner
 
     def run(x: np.ndarray) -> np.ndarray:
-        out = loaded[1].execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])[0]
+        out = loaded[1]([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])[0]
         return np.array(out.numpy(), copy=True)  # the method's planned memory is reused by the next call
     return Runner(f"executorch {version} (XNNPACK)".replace("  ", " "), run, sizes[0] if sizes else None)
 
