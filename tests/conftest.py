@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MOBILENETS_DATA", REPO.parent / "shared" / "data"))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The tests measure nothing unasked: no automatic runtime probe (the tests of probing turn it on).
+os.environ["MOBILENETS_AUTO_PROBE"] = "0"
 
 
 def need_data(*parts: str) -> Path:

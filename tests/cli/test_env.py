@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -106,3 +107,53 @@ def test_probe_keeps_its_files_and_a_reprobe_reuses_them(monkeypatch, tmp_path):
     root = probe.probe_files_dir().parent
     assert not any(p.name.startswith(".partial-") for p in root.iterdir())  # the staging folder went with it
     assert sorted(p.name for p in probe.probe_files_dir().iterdir()) == ["litert-int8", "onnxruntime-fp32"]
+
+
+def test_the_first_bench_or_select_probes_a_machine_that_has_none(monkeypatch, tmp_path, capsys):
+    """The fixed order is only the fallback: a machine with no probe is probed once, first (unless
+    MOBILENETS_AUTO_PROBE=0, as in this suite, or when the runtime is given)."""
+    import importlib
+
+    from mobilenets.deploy import bench, probe
+
+    select_mod = importlib.import_module("mobilenets.deploy.select")
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    calls: list[tuple[str, str, str]] = []
+    real_make_runner = bench.make_runner
+    monkeypatch.setattr(bench, "make_runner", _fake_exporter(calls))
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
+    assert probe.ensure_probe() is None and calls == []  # turned off (the suite's setting)
+    monkeypatch.setenv(probe.AUTO_PROBE_ENV, "1")
+    made = probe.ensure_probe(progress=True)
+    assert made is not None and calls == [("exported", "onnxruntime", "fp32")]
+    assert "this machine has not been probed" in capsys.readouterr().err
+    assert probe.ensure_probe() == probe.load_probe() and len(calls) == 1  # cached: not measured again
+
+    asked = []
+    monkeypatch.setattr(bench, "make_runner", real_make_runner)
+    monkeypatch.setattr(bench, "ensure_probe", lambda **kw: asked.append("bench"))
+    monkeypatch.setattr(select_mod, "ensure_probe", lambda **kw: asked.append("select"))
+    monkeypatch.setattr(bench, "default_runtime", lambda device="cpu", precision="fp32": "torch")
+    bench.benchmark([0.25], [32], iters=1, warmup=0, progress=False)
+    bench.benchmark([0.25], [32], runtime="torch", iters=1, warmup=0, progress=False)
+    assert asked == ["bench"]
+    with pytest.raises(ValueError, match="batch must be"):  # bad settings are refused before any probing
+        bench.benchmark([0.25], [32], batch=0, progress=False)
+    assert asked == ["bench"]
+    monkeypatch.setattr(select_mod, "benchmark", lambda *a, **kw: [])
+    with contextlib.suppress(ValueError):
+        select_mod.select(1.0, precision="fp32", widths=[0.25], resolutions=[128], progress=False)
+    assert asked == ["bench", "select"]
+
+
+def test_an_unwritable_cache_falls_back_to_the_fixed_order(monkeypatch, tmp_path, capsys):
+    from mobilenets.deploy import bench, probe
+
+    afile = tmp_path / "cache"
+    afile.write_text("not a folder")
+    monkeypatch.setenv("MOBILENETS_CACHE", str(afile))
+    monkeypatch.setenv(probe.AUTO_PROBE_ENV, "1")
+    monkeypatch.setattr(bench, "make_runner", _fake_exporter([]))
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
+    assert probe.ensure_probe(progress=True) is None
+    assert "probe not saved" in capsys.readouterr().err

@@ -115,8 +115,9 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 def _runtime_options(p: argparse.ArgumentParser, iters: int = 50) -> None:
     p.add_argument("--runtime", choices=RUNTIMES,
-                   help="inference runtime (default, per precision: the fastest on this machine by its probe, "
-                        "`bench --probe`; else openvino for fp32 and bf16, litert for int8; torch on cuda)")
+                   help="inference runtime (default, per precision: the fastest on this machine by its probe, made "
+                        "first when there is none and kept, `bench --probe` to re-measure; where probing is "
+                        "impossible, openvino for fp32 and bf16, litert for int8; torch on cuda)")
     p.add_argument("--int8", action="store_true", help="int8 models (post-training quantized, per-channel weights)")
     p.add_argument("--bf16", action="store_true", help="bf16 inference (openvino, torch)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",

@@ -41,7 +41,7 @@ def environment() -> dict[str, Any]:
         measured = probed_runtime(precision, probe)
         runtime = default_runtime("cpu", precision)
         why = (f"fastest in this machine's probe ({measured[1]:.2f} ms, {probe['config']})" if measured
-               else "fixed fallback order (no probe yet: run `mobilenets bench --probe`)")
+               else "fixed fallback order (no probe yet: `bench` and `select` make one first, or run `mobilenets bench --probe`)")
         precisions[precision] = {"runtime": runtime, "latency_ms": measured[1] if measured else None, "why": why}
     if probe is not None and precisions["int8"].get("latency_ms") and precisions["fp32"].get("latency_ms"):
         faster = min(("fp32", "int8"), key=lambda p: precisions[p]["latency_ms"])

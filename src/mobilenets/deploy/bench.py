@@ -38,7 +38,7 @@ from ..models import MobileNetV1
 from ..quant import fuse, pt2e_quantize
 from . import cpu
 from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime, runtime_package
-from .probe import probed_runtime
+from .probe import ensure_probe, probed_runtime
 from .results import BenchResult, format_markdown, read_results, write_results
 from .runtime import open_runtime, runtime_available
 
@@ -288,16 +288,19 @@ def benchmark(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[in
     The CPU's features (:func:`mobilenets.deploy.cpu_features`) are printed to stderr before
     timing (``show_cpu``, default: with ``progress``) and recorded in every row.
     """
-    runtime = runtime or default_runtime(device, precision)
     if isinstance(warmup, bool) or warmup < 0 or isinstance(iters, bool) or iters < 1:
         raise ValueError(f"warmup must be ≥ 0 and iters ≥ 1, got warmup={warmup!r}, iters={iters!r}")
     configs = [MobileNetConfig(width_multiplier=float(w), resolution=int(r), num_classes=num_classes)
                for w in widths for r in resolutions]
     if not configs:
         raise ValueError("nothing to benchmark: give at least one width and one resolution")
-    _check(runtime, precision, device, batch, threads)
     if out is not None:
         check_out_dir(out)  # before anything is measured, not after
+    if runtime is None and device == "cpu":
+        _check(EAGER_RUNTIME, precision, device, batch, threads)  # bad settings: refused before probing
+        ensure_probe(threads=threads or 2, progress=progress)  # the default is this machine's fastest
+    runtime = runtime or default_runtime(device, precision)
+    _check(runtime, precision, device, batch, threads)
     features = cpu.cpu_features()
     if show_cpu or (show_cpu is None and progress):
         print(features.summary(), file=sys.stderr, flush=True)

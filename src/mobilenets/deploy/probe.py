@@ -2,7 +2,10 @@
 every precision the CPU accelerates on one small model (α=0.5, 128 px, batch 1, interleaved), and
 caches the result per machine signature in ``<cache>/probe/`` (``$MOBILENETS_CACHE``, else
 ``$XDG_CACHE_HOME/mobilenets``). ``default_runtime`` and ``mobilenets env`` read it; ``mobilenets
-bench --probe`` measures again. Without a probe the fixed order in :mod:`.bench` is the fallback.
+bench --probe`` measures again. ``benchmark`` and ``select`` probe first (:func:`ensure_probe`) when
+they are to pick the runtime of a machine that has none; the fixed order in :mod:`.bench` is only the
+fallback where probing is impossible (no exporting runtime installed, an unwritable cache) or turned
+off (``MOBILENETS_AUTO_PROBE=0``, which the test suite sets).
 
 Nearly all of a first probe is the exporters' own start-up (ExecuTorch's lowering alone takes about
 15 s in a fresh process; the timing itself about 2 s), so the probe keeps the small files it
@@ -20,6 +23,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,10 +39,11 @@ from ..models import MobileNetV1
 from . import cpu
 from .formats import EAGER_RUNTIME, RUNTIMES
 
-__all__ = ["PROBE_CONFIG", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime",
+__all__ = ["AUTO_PROBE_ENV", "PROBE_CONFIG", "ensure_probe", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime",
            "run_probe"]
 
 PROBE_CONFIG = MobileNetConfig(width_multiplier=0.5, resolution=128)
+AUTO_PROBE_ENV = "MOBILENETS_AUTO_PROBE"  # "0": never probe unasked (the fixed order stays the fallback)
 _VERSION = 1
 # What the probe's files depend on besides the CPU and mobilenets' code: the exporters and runtimes.
 _TOOLCHAIN = ("torch", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "ai-edge-litert", "executorch",
@@ -173,6 +178,23 @@ def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: b
             "files": str(files), "seconds": round(time.perf_counter() - start, 1)}
     atomic_write(probe_path(), lambda t: Path(t).write_text(json.dumps(data, indent=2) + "\n"))
     return data
+
+
+def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] | None:
+    """This machine's probe: the cached one, else a fresh one (about a minute the first time, as the
+    files are exported; seconds once they are kept). None where probing is impossible or turned off."""
+    probe = load_probe()
+    if probe is not None or os.environ.get(AUTO_PROBE_ENV, "1") == "0" or not _pairs():
+        return probe
+    if progress:
+        print("this machine has not been probed: timing each installed runtime once to pick the defaults "
+              f"(cached in {probe_path().parent}; `mobilenets bench --probe` measures again)", file=sys.stderr)
+    try:
+        return run_probe(threads=threads, progress=progress)
+    except OSError as e:  # an unwritable cache: the fixed order, and say why
+        if progress:
+            print(f"probe not saved ({e.strerror or e}): using the fixed runtime order", file=sys.stderr)
+        return None
 
 
 def probed_runtime(precision: str, probe: dict[str, Any] | None = None) -> tuple[str, float] | None:

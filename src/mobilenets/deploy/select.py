@@ -50,7 +50,7 @@ from ..models import OFFICIAL_MODELS
 from . import cpu
 from .bench import benchmark, check_out_dir, check_precision, default_runtime
 from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime
-from .probe import probed_runtime
+from .probe import ensure_probe, probed_runtime
 from .results import BenchResult, read_results, write_results
 
 __all__ = ["ACCURACY_SOURCES", "INT8_ACCURACY_NOTE", "PRECISION_CHOICES", "PRUNE_MARGIN", "Candidate", "Measure",
@@ -333,8 +333,8 @@ def _plan(precision: str, runtime: str | None, device: str, notes: list[str],
                          + ("" if len(probed) == len(plan) else
                             f"; {', '.join(p for p in plan if p not in probed)}: the fixed fallback order"))
         else:
-            notes.append("runtime per precision: the fixed fallback order (this machine has not been probed; "
-                         "`mobilenets bench --probe` measures which runtime is fastest here, about a minute)")
+            notes.append("runtime per precision: the fixed fallback order (this machine has no probe: probing was "
+                         "impossible or turned off; `mobilenets bench --probe` measures which runtime is fastest here)")
     return plan
 
 
@@ -404,6 +404,8 @@ def select(max_latency_ms: float, *, max_params: float | None = None, max_mult_a
         considered = sorted({p for _, p in rows}, key=PRECISION_CHOICES.index)
         plan: dict[str, str] = {}
     else:
+        if runtime is None and device == "cpu":
+            ensure_probe(threads=threads or 2, progress=progress)  # each precision's default: this machine's fastest
         plan = _plan(precision, runtime, device, notes, skipped)
         considered = list(plan)
         runtime_label = ", ".join(f"{p} in {runtime_name(rt)}" for p, rt in plan.items()) + ", measured now"
