@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from typing import Callable
@@ -12,16 +11,11 @@ import torch
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    """The CPU (brand, cores, features: mobilenets.deploy.cpu, which reads them with py-cpuinfo) and torch."""
+    from mobilenets.deploy import cpu
+
+    f = cpu.cpu_features()
+    return f"{f.summary()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def cuda_machine(script: str) -> str:

@@ -553,7 +553,7 @@ def main() -> int:
     import openvino
 
     features = cpu.cpu_features()
-    print(f"machine: {machine()}\n{features.summary()}")
+    print(f"machine: {machine()}")
     print(f"CPU features: {', '.join(features.flags()) or 'none of ' + ', '.join(cpu.FEATURE_NAMES)}; "
           f"VNNI {'yes' if features.vnni else 'no'}, bf16 {'accelerated' if features.bf16 else 'not accelerated'}")
     print("int8 settings for this CPU: ONNX Runtime "

@@ -69,14 +69,13 @@ def main() -> None:
     torch.set_num_threads(2)
     import mobilenets
     from mobilenets.data import load_image
-    from mobilenets.deploy import cpu
     from mobilenets.deploy.detector import DetectorGraph, export_detector, open_detector_runtime, runtime_detections
     from mobilenets.inference.detect import resize_for_detector
     from mobilenets.models.detection import NMS_MODES
 
     if not SSD_FILE.is_file():
         sys.exit(f"needs {SSD_FILE} (set MOBILENETS_DATA)")
-    print(f"machine: {machine()}\nCPU features: {cpu.cpu_features().summary()}")
+    print(f"machine: {machine()}")
     ssd = mobilenets.load_detector(SSD_FILE)
     graph = DetectorGraph(mobilenets.fuse(ssd)).eval()
     image = resize_for_detector(load_image(DATA / "tflite" / "grace_hopper.bmp"), 300)

@@ -296,6 +296,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         error(f"--lr is for the distillation tables ({', '.join(DISTILL_TABLES)}); {args.table} trains with its "
               "recipe's (--recipe)")
         return 2
+    given = [flag for flag, dest in (("--teacher", "teacher"), ("--extra-data", "extra_data"),
+                                     ("--widths", "widths"), ("--resolutions", "resolutions"))
+             if getattr(args, dest, None) is not None]
+    if given:  # rather than ignored: this table's models are the paper's, fixed
+        error(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the distillation tables "
+              f"({', '.join(DISTILL_TABLES)}); {args.table} trains the paper's models of that table")
+        return 2
     options: dict[str, Any] = {}
     for k in ("amp", "workers", "compile", "threads"):
         if getattr(args, k, None) is not None:
