@@ -112,11 +112,8 @@ def test_probe_keeps_its_files_and_a_reprobe_reuses_them(monkeypatch, tmp_path):
 def test_the_first_bench_or_select_probes_a_machine_that_has_none(monkeypatch, tmp_path, capsys):
     """The fixed order is only the fallback: a machine with no probe is probed once, first (unless
     MOBILENETS_AUTO_PROBE=0, as in this suite, or when the runtime is given)."""
-    import importlib
-
     from mobilenets.deploy import bench, probe
-
-    select_mod = importlib.import_module("mobilenets.deploy.select")
+    from mobilenets.deploy import selection as select_mod
     monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
     calls: list[tuple[str, str, str]] = []
     real_make_runner = bench.make_runner

@@ -31,7 +31,7 @@ from mobilenets.deploy import (
 )
 from mobilenets.models import OFFICIAL_MODELS
 
-select_mod = importlib.import_module("mobilenets.deploy.select")  # the attribute `select` is the function
+select_mod = importlib.import_module("mobilenets.deploy.selection")
 
 # Synthetic latencies: TF-slim's Million MACs / 100 ms (so cost order = speed order), except
 # 0.75-224, made slower than 1.0-224 so that it is dominated.

@@ -19,7 +19,7 @@ from ..deploy import FORMATS, RUNTIMES
 from ..deploy.bench import benchmark, check_out_dir, format_markdown, write_results
 from ..deploy.export import export, format_for_path
 from ..deploy.probe import probe_path, run_probe
-from ..deploy.select import PRECISION_CHOICES, select
+from ..deploy.selection import PRECISION_CHOICES, select
 from .base import (
     UsageError,
     add_command,

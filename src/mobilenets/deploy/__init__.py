@@ -24,7 +24,7 @@ from .formats import FORMATS, INT8_FORMATS, REGISTRY, RUNTIMES, Format, format_f
 from .results import BenchResult, format_markdown, read_results, write_results
 from .runner import Runner
 from .runtime import open_runtime, runtime_available
-from .select import (
+from .selection import (
            ACCURACY_SOURCES,
            Candidate,
            Selection,
