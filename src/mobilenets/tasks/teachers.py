@@ -28,6 +28,7 @@ from torch import nn
 from ..data import IMAGENET_PREPROCESS, coco_category_names
 from ..data.detection import COCO80_TO_91
 from ..data.images import View
+from ..quant import fuse
 from ..weights import is_detector_file, load_detector, load_pretrained
 
 __all__ = ["FITS", "KINDS", "Teacher", "load_teacher"]
@@ -72,6 +73,15 @@ class _DetectorScores(nn.Module):
         return logits[..., self.columns].amax(dim=1).sigmoid()
 
 
+def _module_identity(module: nn.Module) -> str:
+    """A module's identity is its weights."""
+    h = hashlib.sha256(type(module).__name__.encode())
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).to(torch.float32).numpy().tobytes()[:1 << 16])
+    return f"module:{h.hexdigest()[:16]}"
+
+
 @dataclass
 class Teacher:
     """A frozen network, how it sees an image, and what it outputs.
@@ -96,19 +106,15 @@ class Teacher:
         if self.kind not in KINDS:
             raise ValueError(f"unknown teacher output kind {self.kind!r}; choose one of: {', '.join(KINDS)}")
         self.module.eval()
-        self.module.to(memory_format=torch.channels_last)  # 1.6x faster convolutions on a CPU, the same outputs
         for p in self.module.parameters():
             p.requires_grad_(False)
+        identity = self.identity or _module_identity(self.module)  # of the weights as given
+        self.module = fuse(self.module)  # BatchNorms folded: they were about a quarter of a teacher's pass
+        self.module.to(memory_format=torch.channels_last)  # 1.6x faster convolutions on a CPU, the same outputs
         if not self.output_dim:
             with torch.no_grad():
                 self.output_dim = int(self.module(torch.zeros(1, 3, self.input_size, self.input_size)).shape[1])
-        if not self.identity:  # a module's identity is its weights
-            h = hashlib.sha256(type(self.module).__name__.encode())
-            for k, v in self.module.state_dict().items():
-                h.update(k.encode())
-                h.update(v.detach().cpu().contiguous().view(-1).to(torch.float32).numpy().tobytes()[:1 << 16])
-            self.identity = f"module:{h.hexdigest()[:16]}"
-        self.identity = hashlib.sha256(f"{self.identity}|{self.kind}|{self.view}|{self.preprocess}|"
+        self.identity = hashlib.sha256(f"{identity}|{self.kind}|{self.view}|{self.preprocess}|"
                                        f"{self.input_quantization}".encode()).hexdigest()[:16]
 
     @property
