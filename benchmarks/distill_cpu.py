@@ -54,13 +54,10 @@ def main() -> int:
             print(f"distill_cpu.py needs {p} (see the shared data README)", file=sys.stderr)
             return 2
     torch.set_num_threads(args.threads)
-    from mobilenets.deploy.cpu import cpu_features
     from mobilenets.tasks import ClassificationTask, EmbeddingDistillationTask
     from mobilenets.train import TrainConfig, train
 
-    feats = cpu_features()
     print(f"machine: {machine()}")
-    print(f"cpu features: {feats.summary() if hasattr(feats, 'summary') else feats}")
     work = Path(tempfile.mkdtemp(prefix="distill_bench_"))
     common = {"data": str(cifar), "width": args.width, "resolution": args.resolution, "epochs": 1,
               "batch_size": args.batch_size, "subset": args.images, "val_subset": 100, "device": "cpu",
