@@ -154,3 +154,105 @@ def test_an_unwritable_cache_falls_back_to_the_fixed_order(monkeypatch, tmp_path
     monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
     assert probe.ensure_probe(progress=True) is None
     assert "probe not saved" in capsys.readouterr().err
+
+
+def test_a_failing_runtime_is_left_out_of_the_probe_not_its_end(monkeypatch, tmp_path, capsys):
+    """One broken runtime (it raises on export, or when run: ONNX Runtime's errors are not
+    RuntimeErrors) is left out with its reason; the others are timed and the probe is saved."""
+    from mobilenets.deploy import bench, probe
+
+    class VendorError(Exception):
+        pass
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    calls: list[tuple[str, str, str]] = []
+    fake = _fake_exporter(calls)
+
+    def make_runner(config, runtime, *, precision, workdir, reuse, **kwargs):
+        if runtime == "openvino":
+            raise VendorError("no plugin for this CPU")
+        fn = fake(config, runtime, precision=precision, workdir=workdir, reuse=reuse)
+        if runtime == "executorch":
+            def broken():
+                raise VendorError("kernel missing\nsecond line")
+            return broken
+        return fn
+
+    monkeypatch.setattr(bench, "make_runner", make_runner)
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32"), ("openvino", "fp32"), ("executorch", "fp32")])
+    data = probe.run_probe(rounds=1, block=1)
+    assert [r["runtime"] for r in data["results"]] == ["onnxruntime"]
+    assert {f["runtime"]: f["error"] for f in data["failed"]} == {
+        "openvino": "VendorError: no plugin for this CPU", "executorch": "VendorError: kernel missing"}
+    assert data["exported"] == ["onnxruntime fp32"]
+    assert sorted(p.name for p in probe.probe_files_dir().iterdir()) == ["onnxruntime-fp32"]  # only what ran
+    assert probe.probed_runtime("fp32") == ("onnxruntime", data["results"][0]["median_ms"])
+
+    def boom(**kwargs):
+        raise VendorError("the probe itself broke")
+    monkeypatch.setattr(probe, "run_probe", boom)
+    monkeypatch.setenv(probe.AUTO_PROBE_ENV, "1")
+    monkeypatch.setattr(probe, "load_probe", lambda: None)
+    assert probe.ensure_probe() is None  # bench and select go on, on the fixed order
+    assert "probe failed (VendorError: the probe itself broke): using the fixed runtime order" in capsys.readouterr().err
+
+
+def test_a_kept_file_that_no_longer_opens_is_exported_again(monkeypatch, tmp_path):
+    from mobilenets.deploy import bench, probe
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    calls: list[tuple[str, str, str]] = []
+    fake = _fake_exporter(calls)
+    monkeypatch.setattr(bench, "make_runner", fake)
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
+    probe.run_probe(rounds=1, block=1)
+    kept = probe.probe_files_dir() / "onnxruntime-fp32" / "onnxruntime-fp32.file"
+    kept.write_text("damaged")
+
+    def make_runner(config, runtime, *, precision, workdir, reuse, **kwargs):
+        if reuse and (workdir / f"{runtime}-{precision}.file").read_text() == "damaged":
+            raise ValueError("not an ONNX file")
+        return fake(config, runtime, precision=precision, workdir=workdir, reuse=reuse)
+
+    monkeypatch.setattr(bench, "make_runner", make_runner)
+    calls.clear()
+    data = probe.run_probe(rounds=1, block=1)
+    assert calls == [("exported", "onnxruntime", "fp32")] and data["exported"] == ["onnxruntime fp32"]
+    assert data["failed"] == [] and kept.read_text() == "file"  # replaced by a whole fresh export
+
+
+def test_a_probe_of_other_runtimes_is_no_probe(monkeypatch, tmp_path):
+    """A runtime installed, removed or upgraded since the probe: its timing no longer describes the
+    machine, so the probe is made again rather than trusted."""
+    from mobilenets.deploy import bench, probe
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    monkeypatch.setattr(bench, "make_runner", _fake_exporter([]))
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
+    probe.run_probe(rounds=1, block=1)
+    assert probe.load_probe() is not None
+    versions = probe._toolchain_versions()
+    monkeypatch.setattr(probe, "_toolchain_versions", lambda: {**versions, "openvino": "99.0"})
+    assert probe.load_probe() is None
+    monkeypatch.setattr(probe, "_toolchain_versions", lambda: versions)
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32"), ("litert", "fp32")])
+    assert probe.load_probe() is None  # a runtime installed since
+
+
+def test_an_interrupted_probes_staging_folder_is_pruned_once_stale(monkeypatch, tmp_path):
+    import os
+    import time
+
+    from mobilenets.deploy import bench, probe
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    monkeypatch.setattr(bench, "make_runner", _fake_exporter([]))
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
+    root = probe.probe_files_dir().parent
+    stale, live = root / ".partial-stale", root / ".partial-live"
+    for d in (stale, live):
+        (d / "onnxruntime-fp32").mkdir(parents=True)
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    probe.run_probe(rounds=1, block=1)
+    assert not stale.exists() and live.exists()  # a probe in progress (elsewhere) keeps its folder

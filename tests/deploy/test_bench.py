@@ -191,11 +191,13 @@ def test_probe_decides_the_default_runtime_per_machine(monkeypatch, tmp_path):
     import json
 
     from mobilenets.deploy import cpu
+    from mobilenets.deploy import probe
     from mobilenets.deploy.probe import load_probe, probe_path
 
     monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
     fallback = default_runtime("cpu", "fp32")
     data = {"version": 1, "machine": cpu.machine_signature(), "config": "0.5 MobileNet-128", "threads": 2,
+            "toolchain": probe._toolchain_versions(), "pairs": [list(p) for p in probe._pairs()],
             "results": [{"runtime": "onnxruntime", "precision": "fp32", "median_ms": 1.0},
                         {"runtime": "openvino", "precision": "fp32", "median_ms": 2.0},
                         {"runtime": "onnxruntime", "precision": "int8", "median_ms": 3.0}]}

@@ -173,6 +173,33 @@ def test_a_classifier_teaches_embeddings_with_its_pooled_features():
     assert t.kind == "embedding" and t.output_dim == 256
 
 
+def test_a_teacher_runs_bn_folded_on_a_copy_with_the_same_outputs():
+    """The teacher folds its BatchNorms (a quarter of its pass) on a frozen copy: the caller's
+    module keeps its mode and grads, the outputs are the unfolded ones, and a BatchNorm that cannot
+    fold (no running statistics) runs as it is rather than refusing the teacher."""
+    from mobilenets import mobilenet_v1
+    from mobilenets.quant import is_fused
+
+    torch.manual_seed(0)
+    net = mobilenet_v1(0.25, num_classes=7, resolution=32).train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    t = load_teacher(net, kind="logits", input_size=32)
+    assert net.training and all(p.requires_grad for p in net.parameters())  # the caller's module: as given
+    assert is_fused(t.module) and not any(p.requires_grad for p in t.module.parameters())
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(t.module(x), net.eval()(x), rtol=1e-4, atol=1e-5)
+    assert load_teacher(net, kind="logits", input_size=32).identity == t.identity
+
+    odd = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4, track_running_stats=False),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    t = load_teacher(odd, kind="embedding", input_size=16)
+    assert t.output_dim == 4 and t.module is not odd and not t.module.training
+
+
 def test_new_heads_start_at_the_targets_mean_embedding_and_class_priors():
     """init_head: an embedding student's projection bias is the teacher's mean training embedding (a
     student that must first learn that shared offset collapsed to a constant in short runs); a

@@ -73,8 +73,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         data = run_probe(threads=args.threads or 2, progress=not args.no_progress)
         for r in sorted(data["results"], key=lambda r: (r["precision"], r["median_ms"])):
             print(f"{r['precision']:<5} {r['runtime']:<12} {r['median_ms']:8.3f} ms  ({data['config']}, batch 1)")
-        exported = data["exported"]
-        files = (f"exported {len(exported)} of {len(data['results'])} files" if exported
+        for f in data.get("failed", []):
+            print(f"{f['precision']:<5} {f['runtime']:<12} failed here, left out: {f['error']}")
+        exported, timed = data["exported"], len(data["results"])
+        files = ("no runtime could be timed" if not timed
+                 else f"exported {len(exported)} of {timed} files" if exported
                  else "reused every file") + f" ({data['files']})"
         print(f"\nsaved {probe_path()}: the default runtime per precision on this machine; "
               f"{data['seconds']:.1f} s, {files}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 from typing import Any
 
 from ..deploy import cpu, default_runtime
-from ..deploy.probe import load_probe, probe_path, probed_runtime
+from ..deploy.probe import AUTO_PROBE_ENV, load_probe, probe_path, probed_runtime
 from .base import add_command
 
 __all__ = ["cmd_env", "environment", "register"]
@@ -32,6 +33,9 @@ def environment() -> dict[str, Any]:
 
     features = cpu.cpu_features()
     probe = load_probe()
+    no_probe = ("no probe yet: `bench` and `select` make one first, or run `mobilenets bench --probe`"
+                if os.environ.get(AUTO_PROBE_ENV, "1") != "0" else
+                f"no probe, and {AUTO_PROBE_ENV}=0 turns off probing unasked: run `mobilenets bench --probe`")
     precisions = {}
     for precision in ("fp32", "bf16", "int8"):
         if precision == "bf16" and not features.bf16:
@@ -41,7 +45,7 @@ def environment() -> dict[str, Any]:
         measured = probed_runtime(precision, probe)
         runtime = default_runtime("cpu", precision)
         why = (f"fastest in this machine's probe ({measured[1]:.2f} ms, {probe['config']})" if measured
-               else "fixed fallback order (no probe yet: `bench` and `select` make one first, or run `mobilenets bench --probe`)")
+               else f"fixed fallback order ({no_probe})")
         precisions[precision] = {"runtime": runtime, "latency_ms": measured[1] if measured else None, "why": why}
     if probe is not None and precisions["int8"].get("latency_ms") and precisions["fp32"].get("latency_ms"):
         faster = min(("fp32", "int8"), key=lambda p: precisions[p]["latency_ms"])

@@ -47,6 +47,7 @@ __all__ = [
     "RUNTIMES",
     "BenchResult",
     "benchmark",
+    "check_settings",
     "check_out_dir",
     "check_precision",
     "default_runtime",
@@ -93,7 +94,8 @@ def default_runtime(device: str = "cpu", precision: str = "fp32") -> str:
     return EAGER_RUNTIME
 
 
-def _check(runtime: str, precision: str, device: str, batch: int, threads: int | None) -> None:
+def check_settings(runtime: str, precision: str, device: str, batch: int, threads: int | None) -> None:
+    """Refuse bad benchmark settings with a one-line ``ValueError`` (before anything is measured)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
@@ -176,9 +178,11 @@ def make_runner(config: MobileNetConfig, runtime: str, *, precision: str = "fp32
     The model is built (or ``model`` used), BN-folded and exported to ``workdir`` as our
     exports are; the input is allocated once so only inference is timed. ``reuse``: when
     ``workdir`` already holds this export (:func:`export_name`; the probe's file cache), it is
-    opened instead of exported again.
+    opened instead of exported again. The file name says only the config, runtime, precision and
+    batch, so the caller keys the workdir by everything else the file depends on (the weights, the
+    toolchain, the code), as the probe does.
     """
-    _check(runtime, precision, device, batch, threads)
+    check_settings(runtime, precision, device, batch, threads)
     model = (model if model is not None else MobileNetV1(config)).eval()
     fused = fuse(model)
     r, c = config.resolution, config.in_chans
@@ -297,10 +301,10 @@ def benchmark(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[in
     if out is not None:
         check_out_dir(out)  # before anything is measured, not after
     if runtime is None and device == "cpu":
-        _check(EAGER_RUNTIME, precision, device, batch, threads)  # bad settings: refused before probing
+        check_settings(EAGER_RUNTIME, precision, device, batch, threads)  # bad settings: refused before probing
         ensure_probe(threads=threads or 2, progress=progress)  # the default is this machine's fastest
     runtime = runtime or default_runtime(device, precision)
-    _check(runtime, precision, device, batch, threads)
+    check_settings(runtime, precision, device, batch, threads)
     features = cpu.cpu_features()
     if show_cpu or (show_cpu is None and progress):
         print(features.summary(), file=sys.stderr, flush=True)

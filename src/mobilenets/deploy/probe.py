@@ -46,8 +46,9 @@ PROBE_CONFIG = MobileNetConfig(width_multiplier=0.5, resolution=128)
 AUTO_PROBE_ENV = "MOBILENETS_AUTO_PROBE"  # "0": never probe unasked (the fixed order stays the fallback)
 _VERSION = 1
 # What the probe's files depend on besides the CPU and mobilenets' code: the exporters and runtimes.
-_TOOLCHAIN = ("torch", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "ai-edge-litert", "executorch",
-              "torchao")
+_TOOLCHAIN = ("torch", "numpy", "onnx", "onnxscript", "onnx-ir", "onnxruntime", "openvino", "nncf", "ai-edge-litert",
+              "executorch", "torchao")
+_STALE_STAGING_S = 3600  # a staging folder this old is an interrupted probe's, not one in progress
 
 
 def probe_path() -> Path:
@@ -91,6 +92,9 @@ def load_probe() -> dict[str, Any] | None:
         return None
     if data.get("version") != _VERSION or data.get("machine") != cpu.machine_signature():
         return None
+    # A runtime installed, removed or upgraded since: its timing no longer describes this machine.
+    if data.get("toolchain") != _toolchain_versions() or data.get("pairs") != [list(p) for p in _pairs()]:
+        return None
     return data
 
 
@@ -114,10 +118,19 @@ def _probe_model() -> MobileNetV1:
 
 
 def _prune(files: Path) -> None:
-    """Remove the files of earlier toolchains / code (kept: this key's, and probes in progress)."""
+    """Remove the files of earlier toolchains / code (kept: this key's, and probes in progress; an
+    interrupted probe's staging folder goes once it is an hour old)."""
+    now = time.time()
     for entry in files.parent.iterdir():
-        if entry != files and not entry.name.startswith(".partial-"):
-            shutil.rmtree(entry, ignore_errors=True)
+        if entry == files:
+            continue
+        if entry.name.startswith(".partial-"):
+            try:
+                if now - entry.stat().st_mtime < _STALE_STAGING_S:
+                    continue
+            except OSError:
+                continue
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _time_interleaved(runners: list[Any], keys: list[tuple[str, str]], samples: dict[tuple[str, str], list[float]],
@@ -135,36 +148,61 @@ def _time_interleaved(runners: list[Any], keys: list[tuple[str, str]], samples: 
             samples[key].append((time.perf_counter() - t0) / block)
 
 
-def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: bool = False) -> dict[str, Any]:
-    """Time each installed runtime × precision and cache the medians (and the files: see the module)."""
+def _open(runtime: str, precision: str, threads: int, workdir: Path, reuse: bool) -> Any:
     from .bench import make_runner  # bench's default_runtime reads this module
 
+    return make_runner(PROBE_CONFIG, runtime, precision=precision, threads=threads, workdir=workdir,
+                       model=_probe_model(), reuse=reuse)
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")[:200]
+
+
+def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: bool = False) -> dict[str, Any]:
+    """Time each installed runtime × precision and cache the medians (and the files: see the module).
+
+    A runtime that fails here (to export, to open, or to run) is left out of the probe and its reason
+    recorded under ``"failed"``: one broken runtime must not stop ``bench`` and ``select`` picking
+    among the others."""
     start = time.perf_counter()
     files = probe_files_dir()
     files.mkdir(parents=True, exist_ok=True)
-    runners, keys, fresh = [], [], []
-    with tempfile.TemporaryDirectory(prefix=".partial-", dir=files.parent) as staging:
+    runners, keys, fresh, failed = [], [], [], []
+    with tempfile.TemporaryDirectory(prefix=".partial-", dir=files.parent, ignore_cleanup_errors=True) as staging:
         bar = tqdm(_pairs(), desc="probe", unit="runtime", disable=not progress, leave=False)
         for runtime, precision in bar:
             kept = files / f"{runtime}-{precision}"
             reuse = kept.is_dir()
             bar.set_postfix_str(f"{runtime} {precision}" + ("" if reuse else ": exporting"))
-            workdir = kept if reuse else Path(staging) / kept.name
-            workdir.mkdir(exist_ok=True)
-            try:
-                runners.append(make_runner(PROBE_CONFIG, runtime, precision=precision, threads=threads,
-                                           workdir=workdir, model=_probe_model(), reuse=reuse))
-            except (ValueError, RuntimeError):  # a runtime that cannot run this precision here
-                continue
+            fn = None
+            if reuse:
+                try:
+                    fn = _open(runtime, precision, threads, kept, reuse=True)
+                except Exception:  # a kept file that no longer opens (damaged, or a runtime's change the key missed)
+                    shutil.rmtree(kept, ignore_errors=True)
+                    reuse = False
+            if fn is None:
+                workdir = Path(staging) / kept.name
+                workdir.mkdir(exist_ok=True)
+                try:
+                    fn = _open(runtime, precision, threads, workdir, reuse=False)
+                except Exception as e:  # cannot export or open this precision here: leave it out, say why
+                    failed.append({"runtime": runtime, "precision": precision, "error": _why(e)})
+                    continue
+            runners.append(fn)
             keys.append((runtime, precision))
             if not reuse:
-                fresh.append((workdir, f"{runtime} {precision}"))
+                fresh.append((Path(staging) / kept.name, f"{runtime} {precision}"))
         bar.close()
+        runners, keys = _warm(runners, keys, failed)
         samples: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
         _time_interleaved(runners, keys, samples, rounds, block)
         del runners
         gc.collect()  # close the sessions before their files move
-        for workdir, _ in fresh:  # whole files only: a folder moves into place in one step
+        for workdir, name in fresh:  # whole files only: a folder moves into place in one step
+            if tuple(name.split()) not in samples:
+                continue
             try:
                 os.replace(workdir, files / workdir.name)
             except OSError:  # (kept by a concurrent probe, or a filesystem that refuses): export next time
@@ -174,10 +212,26 @@ def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: b
                for r, p in keys]
     data = {"version": _VERSION, "machine": cpu.machine_signature(), "cpu": cpu.cpu_features().to_dict(),
             "config": PROBE_CONFIG.label, "threads": threads, "results": results,
-            "exported": [name for _, name in fresh],
+            "exported": [name for _, name in fresh if tuple(name.split()) in samples],
+            "failed": failed, "toolchain": _toolchain_versions(), "pairs": [list(p) for p in _pairs()],
             "files": str(files), "seconds": round(time.perf_counter() - start, 1)}
     atomic_write(probe_path(), lambda t: Path(t).write_text(json.dumps(data, indent=2) + "\n"))
     return data
+
+
+def _warm(runners: list[Any], keys: list[tuple[str, str]], failed: list[dict[str, str]]
+          ) -> tuple[list[Any], list[tuple[str, str]]]:
+    """Run each once; one that raises is left out (recorded in ``failed``), not the probe's end."""
+    kept_runners, kept_keys = [], []
+    for fn, (runtime, precision) in zip(runners, keys):
+        try:
+            fn()
+        except Exception as e:
+            failed.append({"runtime": runtime, "precision": precision, "error": _why(e)})
+            continue
+        kept_runners.append(fn)
+        kept_keys.append((runtime, precision))
+    return kept_runners, kept_keys
 
 
 def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] | None:
@@ -186,14 +240,17 @@ def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] 
     probe = load_probe()
     if probe is not None or os.environ.get(AUTO_PROBE_ENV, "1") == "0" or not _pairs():
         return probe
-    if progress:
-        print("this machine has not been probed: timing each installed runtime once to pick the defaults "
-              f"(cached in {probe_path().parent}; `mobilenets bench --probe` measures again)", file=sys.stderr)
+    # A minute's wait the first time: always said (on stderr, so --json output stays JSON).
+    print("this machine has not been probed: timing each installed runtime once to pick the defaults "
+          f"(cached in {probe_path().parent}; `mobilenets bench --probe` measures again)", file=sys.stderr)
     try:
         return run_probe(threads=threads, progress=progress)
     except OSError as e:  # an unwritable cache: the fixed order, and say why
-        if progress:
-            print(f"probe not saved ({e.strerror or e}): using the fixed runtime order", file=sys.stderr)
+        print(f"probe not saved ({e.strerror or e}): using the fixed runtime order", file=sys.stderr)
+        return None
+    except Exception as e:  # the probe itself broke: bench and select still work, on the fixed order
+        print(f"probe failed ({_why(e)}): using the fixed runtime order; `mobilenets bench --probe` retries",
+              file=sys.stderr)
         return None
 
 

@@ -48,7 +48,7 @@ from ..analysis import PAPER_ROWS, cost
 from ..config import MobileNetConfig
 from ..models import OFFICIAL_MODELS
 from . import cpu
-from .bench import benchmark, check_out_dir, check_precision, default_runtime
+from .bench import benchmark, check_out_dir, check_precision, check_settings, default_runtime
 from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime
 from .probe import ensure_probe, probed_runtime
 from .results import BenchResult, read_results, write_results
@@ -405,6 +405,9 @@ def select(max_latency_ms: float, *, max_params: float | None = None, max_mult_a
         plan: dict[str, str] = {}
     else:
         if runtime is None and device == "cpu":
+            check_settings(EAGER_RUNTIME, "fp32", device, batch, threads)  # bad settings: refused before probing
+            if precision != "auto":
+                check_precision(precision, device)
             ensure_probe(threads=threads or 2, progress=progress)  # each precision's default: this machine's fastest
         plan = _plan(precision, runtime, device, notes, skipped)
         considered = list(plan)

@@ -105,11 +105,13 @@ class Teacher:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown teacher output kind {self.kind!r}; choose one of: {', '.join(KINDS)}")
-        self.module.eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
         identity = self.identity or _module_identity(self.module)  # of the weights as given
-        self.module = fuse(self.module)  # BatchNorms folded: they were about a quarter of a teacher's pass
+        try:  # a frozen copy (the caller's module is left as it is), BatchNorms folded: a quarter of its pass
+            self.module = fuse(self.module)
+        except ValueError:  # a BatchNorm without running statistics cannot fold: the copy runs as it is
+            self.module = copy.deepcopy(self.module).eval()
+            for p in self.module.parameters():
+                p.requires_grad_(False)
         self.module.to(memory_format=torch.channels_last)  # 1.6x faster convolutions on a CPU, the same outputs
         if not self.output_dim:
             with torch.no_grad():
@@ -209,5 +211,5 @@ def _from_file(path: Path, loss: str | None) -> Teacher:
 
 def _embedding_of(t: Teacher) -> Teacher:
     """A classifier teacher's pooled features (for the embedding loss)."""
-    return Teacher(_Features(copy.deepcopy(t.module)), "embedding", t.input_size, t.preprocess, t.input_quantization,
+    return Teacher(_Features(t.module), "embedding", t.input_size, t.preprocess, t.input_quantization,
                    [], t.source, t.identity + ":features")
