@@ -64,8 +64,12 @@ def test_torch_bench_writes_csv_md_png(tmp_path):
     pytest.param("litert", "int8", marks=pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert missing")),
 ])
 def test_exported_runtimes(runtime, precision, monkeypatch):
-    if precision == "bf16":  # timed as bf16 only on a CPU that has it: pretend this one does
+    if precision == "bf16" and not cpu_mod.cpu_features().bf16:
+        # Flags that claim bf16 on a CPU without it: OpenVINO compiles f32, and that is refused, not timed.
         monkeypatch.setattr(cpu_mod, "cpu_features", lambda: WITH_BF16)
+        with pytest.raises(ValueError, match="OpenVINO compiled it as f32, not bf16, on this CPU"):
+            benchmark(**TINY, runtime=runtime, precision=precision)
+        return
     (r,) = benchmark(**TINY, runtime=runtime, precision=precision)
     assert r.runtime == runtime and r.precision == precision and r.median_ms > 0 and r.threads == 1
 

@@ -118,11 +118,26 @@ def open_openvino(path: str, *, threads: int | None = None, precision: str = "fp
     dim = model.inputs[0].get_partial_shape()[0]
     static = dim.get_length() if dim.is_static else None
     compiled = core.compile_model(model, "CPU", openvino_config(threads, precision))
+    if precision == "bf16":
+        _check_runs_bf16(compiled, path)
     request = compiled.create_infer_request()
 
     def run(x: np.ndarray) -> np.ndarray:
         return request.infer({0: x}, share_inputs=True, share_outputs=True)[0]
     return Runner("openvino " + ov.__version__.split("-")[0], run, static)
+
+
+def _check_runs_bf16(compiled: Any, path: str) -> None:
+    """Refuse a bf16 request that OpenVINO quietly compiled as f32 (its hint is only a hint): the
+    convolutions' runtime precision, read from the compiled graph, says what will really run."""
+    precisions = []
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and "runtimePrecision" in info and info["layerType"].astype(str) == "Convolution":
+            precisions.append(info["runtimePrecision"].astype(str))
+    if precisions and "bf16" not in precisions:
+        raise ValueError(f"{path}: OpenVINO compiled it as {precisions[0]}, not bf16, on this CPU; "
+                         "benchmark fp32 or int8 here")
 
 
 def embed_openvino(path: str, text: str) -> None:
