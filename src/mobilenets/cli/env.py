@@ -47,9 +47,9 @@ def environment() -> dict[str, Any]:
         why = (f"fastest in this machine's probe ({measured[1]:.2f} ms, {probe['config']})" if measured
                else f"fixed fallback order ({no_probe})")
         precisions[precision] = {"runtime": runtime, "latency_ms": measured[1] if measured else None, "why": why}
-    if probe is not None and precisions["int8"].get("latency_ms") and precisions["fp32"].get("latency_ms"):
-        faster = min(("fp32", "int8"), key=lambda p: precisions[p]["latency_ms"])
-        precisions["fastest"] = faster
+    timed = [p for p in ("fp32", "bf16", "int8") if precisions[p].get("latency_ms")]
+    if probe is not None and len(timed) > 1:  # bf16 too, where the CPU accelerates it and it was timed
+        precisions["fastest"] = min(timed, key=lambda p: precisions[p]["latency_ms"])
     return {"cpu": features.to_dict(), "machine": features.signature(), "torch_threads": torch.get_num_threads(),
             "packages": {name: _version(pkg) for name, pkg in _PACKAGES},
             "probe": str(probe_path()) if probe is not None else None, "precisions": precisions}

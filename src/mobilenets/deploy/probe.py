@@ -37,7 +37,7 @@ from ..config import MobileNetConfig
 from ..data import cache_dir
 from ..models import MobileNetV1
 from . import cpu
-from .formats import EAGER_RUNTIME, RUNTIMES
+from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime
 
 __all__ = ["AUTO_PROBE_ENV", "PROBE_CONFIG", "ensure_probe", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime",
            "run_probe"]
@@ -106,8 +106,13 @@ def precisions_to_probe() -> list[str]:
 def _pairs() -> list[tuple[str, str]]:
     from .bench import runtime_available  # bench's default_runtime reads this module
 
+    def exports(runtime: str, precision: str) -> bool:  # the runtime's format can be written at this precision
+        fmt = format_of_runtime(runtime)
+        return fmt is not None and (precision == "fp32" or (precision == "int8" and fmt.int8)
+                                    or (precision == "bf16" and fmt.bf16))
+
     return [(runtime, precision) for precision in precisions_to_probe() for runtime in RUNTIMES
-            if runtime != EAGER_RUNTIME and runtime_available(runtime) and (precision != "bf16" or runtime == "openvino")]
+            if runtime != EAGER_RUNTIME and runtime_available(runtime) and exports(runtime, precision)]
 
 
 def _probe_model() -> MobileNetV1:
