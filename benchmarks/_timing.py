@@ -17,6 +17,39 @@ def machine() -> str:
     return f"{f.summary()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def sgemm_gflops(threads: int, n: int = 2048, calls: int = 8) -> tuple[float, str]:
+    """This machine's fp32 matrix-multiply rate on ``threads`` threads (GFLOP/s, the faster of
+    numpy's BLAS and torch's), and which BLAS gave it: the ceiling a convolution network's fp32
+    pass can approach, since its 1x1 convolutions are such multiplies and nothing beats the BLAS's
+    use of the FMA units by much."""
+    import contextlib
+
+    import numpy as np
+
+    try:
+        from threadpoolctl import threadpool_limits
+        limit = threadpool_limits(limits=threads, user_api="blas")
+    except ImportError:  # numpy's BLAS keeps its own thread count (the cores, by default)
+        limit = contextlib.nullcontext()
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    best: dict[str, float] = {}
+    with limit:
+        for name, mm, x in (("numpy", np.matmul, a), ("torch", torch.mm, torch.from_numpy(a))):
+            saved = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                for _ in range(2):
+                    mm(x, x)
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    mm(x, x)
+                best[name] = 2 * n ** 3 * calls / (time.perf_counter() - t0) / 1e9
+            finally:
+                torch.set_num_threads(saved)
+    name = max(best, key=best.get)
+    return best[name], name
+
+
 def cuda_machine(script: str) -> str:
     """The GPU and host this run measures on (printed); exits with status 2 when there is no GPU."""
     import sys

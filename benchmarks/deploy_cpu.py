@@ -32,6 +32,10 @@ comes from. bf16 is timed only where the CPU accelerates it
 ``--quick``: 3 turns of 20 calls (the last 15 timed) per path, 16 calibration images, no
 reference rows; for a smoke run, not for figures to quote.
 
+After each fp32 table a roofline line compares the fastest fp32 path's GFLOP/s with this
+machine's fp32 matrix-multiply rate (numpy's or torch's BLAS, 2048², same threads), and says what
+the issue's ≤ 0.8× target would need.
+
 ``--calibration-draws K`` (default 5): after the 0.5-160 int8 table, each of our int8 paths is
 exported again on K calibration draws (seeds 0..K-1) and its mean top-1 and agreement are compared
 with Google's file: on 100 images one image is one point, so one draw's verdict is noise.
@@ -55,7 +59,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _timing import interleaved_medians, machine, median_ms, p90_ms
+from _timing import interleaved_medians, machine, median_ms, p90_ms, sgemm_gflops
 
 import mobilenets
 from mobilenets.deploy import Runner, cpu, export, load_calibration, open_runtime
@@ -449,6 +453,8 @@ def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], t
             verdict = "meets" if o.median <= b.median else "MISSES"
             print(f"  {p}: ours [{o.name}] {o.median:.3f} ms / best peer [{b.name}] {b.median:.3f} ms = "
                   f"{o.median / b.median:.3f} ({verdict} ≤ 1.0)")
+    if precision == "fp32":
+        _roofline(s, rows, threads)
     if precision == "fp32" and not cpu.cpu_features().bf16:
         print("  bf16: not accelerated on this CPU (no AVX512_BF16 or AMX): not timed (it would run as fp32)")
     if precision == "int8" and s.google is not None and not s.embedding:
@@ -460,6 +466,24 @@ def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], t
                     print(f"  {r.name}: top-1 {d:+.0f} points vs Google's file, agreement with fp32 "
                           f"{r.quality['agreement']:.0f}% ({'within' if d >= -1 else 'NOT within'} 1 point, this draw)")
     return rows
+
+
+def _roofline(s: Setup, rows: list[Row], threads: int) -> None:
+    """How close the fastest fp32 path is to this machine's fp32 multiply rate, and what a given
+    speed-up over the best peer (the issue's 0.8×) would need: a target above the sgemm rate cannot
+    be met by any fp32 kernel, only by doing less arithmetic or doing it in another precision."""
+    fp32 = [r for r in rows if r.precision == "fp32" and r.kind in ("ours", "peer")]
+    peers = [r for r in fp32 if r.kind == "peer"]
+    if not fp32 or not peers:
+        return
+    gflop = 2 * mobilenets.cost(s.model).mult_adds / 1e9
+    rate, blas = sgemm_gflops(threads)
+    fastest, best_peer = min(fp32, key=lambda r: r.median), min(peers, key=lambda r: r.median)
+    at = gflop / (fastest.median / 1e3)
+    need = gflop / (0.8 * best_peer.median / 1e3)
+    print(f"  roofline: this machine multiplies fp32 matrices at {rate:.0f} GFLOP/s ({threads} threads, 2048², {blas}); "
+          f"the fastest fp32 path [{fastest.name}] runs this network's {gflop:.2f} GFLOP at {at:.0f} GFLOP/s "
+          f"({100 * at / rate:.0f}% of it); 0.8× the best peer would need {need:.0f} GFLOP/s ({100 * need / rate:.0f}%)")
 
 
 # Our int8 paths, re-exported per calibration draw (the same exports the int8 table times).
