@@ -20,21 +20,23 @@ def machine() -> str:
 def sgemm_gflops(threads: int, n: int = 2048, calls: int = 8) -> tuple[float, str]:
     """This machine's fp32 matrix-multiply rate on ``threads`` threads (GFLOP/s, the faster of
     numpy's BLAS and torch's), and which BLAS gave it: the ceiling a convolution network's fp32
-    pass can approach, since its 1x1 convolutions are such multiplies and nothing beats the BLAS's
-    use of the FMA units by much."""
+    pass can approach, since its 1x1 convolutions are such multiplies, and a good BLAS runs large
+    ones close to the FMA units' peak (a path may beat it a little, never by much)."""
     import contextlib
 
     import numpy as np
 
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    candidates = [("torch", torch.mm, torch.from_numpy(a))]
     try:
         from threadpoolctl import threadpool_limits
         limit = threadpool_limits(limits=threads, user_api="blas")
-    except ImportError:  # numpy's BLAS keeps its own thread count (the cores, by default)
+        candidates.insert(0, ("numpy", np.matmul, a))
+    except ImportError:  # numpy's BLAS would use every core, not ``threads``: torch's alone
         limit = contextlib.nullcontext()
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     best: dict[str, float] = {}
     with limit:
-        for name, mm, x in (("numpy", np.matmul, a), ("torch", torch.mm, torch.from_numpy(a))):
+        for name, mm, x in candidates:
             saved = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:

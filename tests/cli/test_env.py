@@ -239,20 +239,77 @@ def test_a_probe_of_other_runtimes_is_no_probe(monkeypatch, tmp_path):
     assert probe.load_probe() is None  # a runtime installed since
 
 
-def test_an_interrupted_probes_staging_folder_is_pruned_once_stale(monkeypatch, tmp_path):
-    import os
-    import time
+def test_probes_take_turns_and_clear_what_interrupted_ones_left(monkeypatch, tmp_path):
+    """A probe holds the cache's lock while it exports and times, so pruning can never remove
+    another probe's folders; what a killed probe left (a staging folder) is removed by the next."""
+    import fcntl
 
     from mobilenets.deploy import bench, probe
 
     monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
-    monkeypatch.setattr(bench, "make_runner", _fake_exporter([]))
+    fake = _fake_exporter([])
+    held = []
+
+    def make_runner(config, runtime, *, precision, workdir, reuse, **kwargs):
+        with open(probe.probe_files_dir().parent / ".lock") as other:  # another process's view of the lock
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+        return fake(config, runtime, precision=precision, workdir=workdir, reuse=reuse)
+
+    monkeypatch.setattr(bench, "make_runner", make_runner)
     monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
     root = probe.probe_files_dir().parent
-    stale, live = root / ".partial-stale", root / ".partial-live"
-    for d in (stale, live):
-        (d / "onnxruntime-fp32").mkdir(parents=True)
-    old = time.time() - 2 * 3600
-    os.utime(stale, (old, old))
+    killed = root / ".partial-killed" / "onnxruntime-fp32"
+    killed.mkdir(parents=True)
     probe.run_probe(rounds=1, block=1)
-    assert not stale.exists() and live.exists()  # a probe in progress (elsewhere) keeps its folder
+    assert held == [True] and not killed.parent.exists()
+    assert sorted(p.name for p in probe.probe_files_dir().iterdir()) == ["onnxruntime-fp32"]
+
+
+def test_a_runtime_that_fails_while_timed_is_dropped_and_its_kept_file_removed(monkeypatch, tmp_path):
+    from mobilenets.deploy import bench, probe
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    calls: list[tuple[str, str, str]] = []
+    fake = _fake_exporter(calls)
+    monkeypatch.setattr(bench, "make_runner", fake)
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32"), ("litert", "fp32")])
+    probe.run_probe(rounds=1, block=1)
+    kept = probe.probe_files_dir() / "litert-fp32"
+    assert kept.is_dir()
+
+    def make_runner(config, runtime, *, precision, workdir, reuse, **kwargs):
+        fn = fake(config, runtime, precision=precision, workdir=workdir, reuse=reuse)
+        if runtime != "litert":
+            return fn
+        count = [0]
+
+        def flaky():  # opens, runs its first calls, then fails
+            count[0] += 1
+            if count[0] > 6:
+                raise OSError("the delegate lost its threads")
+        return flaky
+
+    monkeypatch.setattr(bench, "make_runner", make_runner)
+    data = probe.run_probe(rounds=2, block=2)
+    assert [r["runtime"] for r in data["results"]] == ["onnxruntime"]
+    assert data["failed"] == [{"runtime": "litert", "precision": "fp32", "error": "OSError: the delegate lost its threads"}]
+    assert not kept.exists()  # exported afresh next time, not reused broken forever
+
+
+def test_select_refuses_bad_settings_before_probing(monkeypatch):
+    from mobilenets.deploy import selection
+
+    asked = []
+    monkeypatch.setattr(selection, "ensure_probe", lambda **kw: asked.append(kw))
+    with pytest.raises(ValueError, match="batch must be"):
+        selection.select(1.0, batch=0, widths=[0.25], resolutions=[128], progress=False)
+    with pytest.raises(ValueError, match="threads must be"):
+        selection.select(1.0, threads=0, widths=[0.25], resolutions=[128], progress=False)
+    if not cpu.cpu_features().bf16:
+        with pytest.raises(ValueError, match="bf16 is not accelerated"):
+            selection.select(1.0, precision="bf16", widths=[0.25], resolutions=[128], progress=False)
+    assert asked == []

@@ -12,10 +12,12 @@ Nearly all of a first probe is the exporters' own start-up (ExecuTorch's lowerin
 exported in ``<cache>/probe/files/<key>/``, keyed by the machine, the toolchain versions and
 mobilenets' own code: a re-probe re-measures the same files in seconds, and any change of CPU,
 runtime, exporter or export code exports afresh. Each file is moved into place only when written
-whole, so an interrupted probe leaves nothing half-written to reuse."""
+whole, so an interrupted probe leaves nothing half-written to reuse; probes take turns (a lock
+file), so pruning never touches the files of one in progress."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import importlib.metadata
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from tqdm import tqdm
@@ -48,7 +50,6 @@ _VERSION = 1
 # What the probe's files depend on besides the CPU and mobilenets' code: the exporters and runtimes.
 _TOOLCHAIN = ("torch", "numpy", "onnx", "onnxscript", "onnx-ir", "onnxruntime", "openvino", "nncf", "ai-edge-litert",
               "executorch", "torchao")
-_STALE_STAGING_S = 3600  # a staging folder this old is an interrupted probe's, not one in progress
 
 
 def probe_path() -> Path:
@@ -122,35 +123,60 @@ def _probe_model() -> MobileNetV1:
         return MobileNetV1(PROBE_CONFIG).eval()
 
 
+@contextlib.contextmanager
+def _probe_lock(root: Path) -> Iterator[None]:
+    """One probe at a time per cache (another waits: a probe takes seconds to a minute), so that
+    pruning never removes a folder another probe is writing or timing. POSIX file lock; where
+    there is none (Windows), probes are not serialized."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(root / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _prune(files: Path) -> None:
-    """Remove the files of earlier toolchains / code (kept: this key's, and probes in progress; an
-    interrupted probe's staging folder goes once it is an hour old)."""
-    now = time.time()
+    """Remove the files of earlier toolchains / code and interrupted probes' staging folders (run
+    under the probe lock: nothing else is probing in this cache)."""
     for entry in files.parent.iterdir():
-        if entry == files:
-            continue
-        if entry.name.startswith(".partial-"):
-            try:
-                if now - entry.stat().st_mtime < _STALE_STAGING_S:
-                    continue
-            except OSError:
-                continue
-        shutil.rmtree(entry, ignore_errors=True)
+        if entry != files and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
-def _time_interleaved(runners: list[Any], keys: list[tuple[str, str]], samples: dict[tuple[str, str], list[float]],
-                      rounds: int, block: int) -> None:
-    for fn in runners:
-        for _ in range(5):
-            fn()
+def _time_interleaved(runners: dict[tuple[str, str], Any], rounds: int, block: int,
+                      failed: list[dict[str, str]]) -> dict[tuple[str, str], list[float]]:
+    """Seconds per call, per runtime, timed in interleaved turns; a runtime that raises at any point
+    is dropped from the timing (recorded in ``failed``), the others go on."""
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
+    live = dict(runners)
+
+    def guarded(key: tuple[str, str], calls: int) -> float | None:
+        t0 = time.perf_counter()
+        try:
+            for _ in range(calls):
+                live[key]()
+        except Exception as e:
+            failed.append({"runtime": key[0], "precision": key[1], "error": _why(e)})
+            del live[key], samples[key]
+            return None
+        return (time.perf_counter() - t0) / calls
+
+    for key in list(live):
+        guarded(key, 5)
     for _ in range(rounds):  # interleaved in turns, so a busy spell hits every runtime alike
-        for key, fn in zip(keys, runners):
-            for _ in range(3):  # untimed: the previous runtime's threads may still be spinning
-                fn()
-            t0 = time.perf_counter()
-            for _ in range(block):
-                fn()
-            samples[key].append((time.perf_counter() - t0) / block)
+        for key in list(live):
+            if guarded(key, 3) is None:  # untimed: the previous runtime's threads may still be spinning
+                continue
+            seconds = guarded(key, block)
+            if seconds is not None:
+                samples[key].append(seconds)
+    return samples
 
 
 def _open(runtime: str, precision: str, threads: int, workdir: Path, reuse: bool) -> Any:
@@ -169,74 +195,66 @@ def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: b
 
     A runtime that fails here (to export, to open, or to run) is left out of the probe and its reason
     recorded under ``"failed"``: one broken runtime must not stop ``bench`` and ``select`` picking
-    among the others."""
+    among the others. A kept file that fails is removed, so the next probe exports it afresh."""
     start = time.perf_counter()
     files = probe_files_dir()
-    files.mkdir(parents=True, exist_ok=True)
-    runners, keys, fresh, failed = [], [], [], []
-    with tempfile.TemporaryDirectory(prefix=".partial-", dir=files.parent, ignore_cleanup_errors=True) as staging:
-        bar = tqdm(_pairs(), desc="probe", unit="runtime", disable=not progress, leave=False)
-        for runtime, precision in bar:
-            kept = files / f"{runtime}-{precision}"
-            reuse = kept.is_dir()
-            bar.set_postfix_str(f"{runtime} {precision}" + ("" if reuse else ": exporting"))
-            fn = None
-            if reuse:
-                try:
-                    fn = _open(runtime, precision, threads, kept, reuse=True)
-                except Exception:  # a kept file that no longer opens (damaged, or a runtime's change the key missed)
-                    shutil.rmtree(kept, ignore_errors=True)
-                    reuse = False
-            if fn is None:
-                workdir = Path(staging) / kept.name
-                workdir.mkdir(exist_ok=True)
-                try:
-                    fn = _open(runtime, precision, threads, workdir, reuse=False)
-                except Exception as e:  # cannot export or open this precision here: leave it out, say why
-                    failed.append({"runtime": runtime, "precision": precision, "error": _why(e)})
+    files.parent.mkdir(parents=True, exist_ok=True)
+    with _probe_lock(files.parent):
+        _prune(files)  # (under the lock) what earlier toolchains or interrupted probes left
+        files.mkdir(exist_ok=True)
+        runners: dict[tuple[str, str], Any] = {}
+        fresh: list[tuple[str, str]] = []
+        failed: list[dict[str, str]] = []
+        exported: list[str] = []
+        with tempfile.TemporaryDirectory(prefix=".partial-", dir=files.parent, ignore_cleanup_errors=True) as staging:
+            bar = tqdm(_pairs(), desc="probe", unit="runtime", disable=not progress, leave=False)
+            for runtime, precision in bar:
+                key, kept = (runtime, precision), files / f"{runtime}-{precision}"
+                reuse = kept.is_dir()
+                bar.set_postfix_str(f"{runtime} {precision}" + ("" if reuse else ": exporting"))
+                if reuse:
+                    try:
+                        runners[key] = _open(runtime, precision, threads, kept, reuse=True)
+                    except Exception:  # a kept file that no longer opens (damaged, or a change the key missed)
+                        shutil.rmtree(kept, ignore_errors=True)
+                        reuse = False
+                if not reuse:
+                    try:
+                        workdir = Path(staging) / kept.name
+                        workdir.mkdir(exist_ok=True)
+                        runners[key] = _open(runtime, precision, threads, workdir, reuse=False)
+                    except Exception as e:  # cannot export or open this precision here: leave it out, say why
+                        failed.append({"runtime": runtime, "precision": precision, "error": _why(e)})
+                        continue
+                    fresh.append(key)
+            bar.close()
+            samples = _time_interleaved(runners, rounds, block, failed)
+            runners.clear()
+            gc.collect()  # close the sessions before their files move
+            for runtime, precision in _failed_keys(failed):  # a kept file that ran and failed: export it next time
+                if (runtime, precision) not in fresh:
+                    shutil.rmtree(files / f"{runtime}-{precision}", ignore_errors=True)
+            for key in fresh:  # whole files only: a folder moves into place in one step
+                if key not in samples:
                     continue
-            runners.append(fn)
-            keys.append((runtime, precision))
-            if not reuse:
-                fresh.append((Path(staging) / kept.name, f"{runtime} {precision}"))
-        bar.close()
-        runners, keys = _warm(runners, keys, failed)
-        samples: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
-        _time_interleaved(runners, keys, samples, rounds, block)
-        del runners
-        gc.collect()  # close the sessions before their files move
-        for workdir, name in fresh:  # whole files only: a folder moves into place in one step
-            if tuple(name.split()) not in samples:
-                continue
-            try:
-                os.replace(workdir, files / workdir.name)
-            except OSError:  # (kept by a concurrent probe, or a filesystem that refuses): export next time
-                pass
-    _prune(files)
+                name = f"{key[0]}-{key[1]}"
+                try:
+                    os.replace(Path(staging) / name, files / name)
+                    exported.append(f"{key[0]} {key[1]}")
+                except OSError:  # a filesystem that refuses: exported again next time
+                    pass
     results = [{"runtime": r, "precision": p, "median_ms": 1000 * statistics.median(samples[(r, p)])}
-               for r, p in keys]
+               for r, p in samples if samples[(r, p)]]
     data = {"version": _VERSION, "machine": cpu.machine_signature(), "cpu": cpu.cpu_features().to_dict(),
-            "config": PROBE_CONFIG.label, "threads": threads, "results": results,
-            "exported": [name for _, name in fresh if tuple(name.split()) in samples],
+            "config": PROBE_CONFIG.label, "threads": threads, "results": results, "exported": exported,
             "failed": failed, "toolchain": _toolchain_versions(), "pairs": [list(p) for p in _pairs()],
             "files": str(files), "seconds": round(time.perf_counter() - start, 1)}
     atomic_write(probe_path(), lambda t: Path(t).write_text(json.dumps(data, indent=2) + "\n"))
     return data
 
 
-def _warm(runners: list[Any], keys: list[tuple[str, str]], failed: list[dict[str, str]]
-          ) -> tuple[list[Any], list[tuple[str, str]]]:
-    """Run each once; one that raises is left out (recorded in ``failed``), not the probe's end."""
-    kept_runners, kept_keys = [], []
-    for fn, (runtime, precision) in zip(runners, keys):
-        try:
-            fn()
-        except Exception as e:
-            failed.append({"runtime": runtime, "precision": precision, "error": _why(e)})
-            continue
-        kept_runners.append(fn)
-        kept_keys.append((runtime, precision))
-    return kept_runners, kept_keys
+def _failed_keys(failed: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return [(f["runtime"], f["precision"]) for f in failed]
 
 
 def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] | None:
@@ -246,7 +264,9 @@ def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] 
     if probe is not None or os.environ.get(AUTO_PROBE_ENV, "1") == "0" or not _pairs():
         return probe
     # A minute's wait the first time: always said (on stderr, so --json output stays JSON).
-    print("this machine has not been probed: timing each installed runtime once to pick the defaults "
+    why = ("this machine's probe is out of date (runtimes installed, removed or upgraded since)" if probe_path().exists()
+           else "this machine has not been probed")
+    print(f"{why}: timing each installed runtime once to pick the defaults "
           f"(cached in {probe_path().parent}; `mobilenets bench --probe` measures again)", file=sys.stderr)
     try:
         return run_probe(threads=threads, progress=progress)

@@ -15,7 +15,6 @@ can teach (:data:`FITS`):
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -108,10 +107,11 @@ class Teacher:
         identity = self.identity or _module_identity(self.module)  # of the weights as given
         try:  # a frozen copy (the caller's module is left as it is), BatchNorms folded: a quarter of its pass
             self.module = fuse(self.module)
-        except ValueError:  # a BatchNorm without running statistics cannot fold: the copy runs as it is
-            self.module = copy.deepcopy(self.module).eval()
-            for p in self.module.parameters():
-                p.requires_grad_(False)
+        except ValueError:  # a BatchNorm without running statistics (the only thing fuse refuses)
+            raise ValueError(f"teacher {self.source}: it has a BatchNorm without running statistics "
+                             "(track_running_stats=False), which normalizes by the batch, so its output for an "
+                             "image would depend on the rest of the batch and could not be cached per image; "
+                             "give a teacher whose BatchNorms keep running statistics") from None
         self.module.to(memory_format=torch.channels_last)  # 1.6x faster convolutions on a CPU, the same outputs
         if not self.output_dim:
             with torch.no_grad():
