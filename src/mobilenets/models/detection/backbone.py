@@ -64,7 +64,11 @@ class MobileNetV1SSDBackbone(nn.Module):
             if i in _BODY_MAPS:
                 out[_BODY_MAPS[i]] = x
         for i, extra in enumerate(self.extras):
-            x = extra(x)
+            if _bf16_grad_hazard(x):
+                with torch.autocast("cpu", enabled=False):
+                    x = extra(x.float())
+            else:
+                x = extra(x)
             out[f"extra_{i}"] = x
         return out
 
@@ -76,6 +80,15 @@ class MobileNetV1SSDBackbone(nn.Module):
                     if isinstance(m, nn.BatchNorm2d):
                         m.eval()
         return self
+
+
+def _bf16_grad_hazard(x: torch.Tensor) -> bool:
+    """True where an extra layer must not run under CPU bf16 autocast: PyTorch 2.14's CPU bf16 weight
+    gradient of a dense 3×3 stride-2 conv on a 1×1 map is NaN in 20–60% of calls on a CPU with
+    AVX512_BF16 (measured on AMD Zen 4; its other shapes, stride 1 and depthwise are fine). Such a
+    map (the last extras at small inputs) costs a few hundred Mult-Adds, so it runs in fp32."""
+    return (x.shape[-1] == 1 and x.shape[-2] == 1 and x.device.type == "cpu" and torch.is_grad_enabled()
+            and torch.is_autocast_enabled("cpu"))
 
 
 def freeze_batchnorm(backbone: MobileNetV1SSDBackbone, *, extras: bool = False) -> None:
