@@ -313,3 +313,22 @@ def test_select_refuses_bad_settings_before_probing(monkeypatch):
         with pytest.raises(ValueError, match="bf16 is not accelerated"):
             selection.select(1.0, precision="bf16", widths=[0.25], resolutions=[128], progress=False)
     assert asked == []
+
+
+def test_a_probe_on_a_busy_machine_says_so(monkeypatch, tmp_path, capsys):
+    """Sub-millisecond timings on a loaded machine rank runtimes by how they cope with contention:
+    the probe records the load average and `bench --probe` and `env` say to probe again when idle."""
+    from mobilenets.deploy import bench, probe
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    monkeypatch.setattr(bench, "make_runner", _fake_exporter([]))
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
+    cores = cpu.cpu_features().cores
+    monkeypatch.setattr(probe, "_load_average", lambda: 0.0)
+    assert main(["bench", "--probe", "--no-progress"]) == 0
+    assert "busy" not in capsys.readouterr().err and probe.load_probe()["load_average"] == 0.0
+    monkeypatch.setattr(probe, "_load_average", lambda: 4.0 * cores)
+    assert main(["bench", "--probe", "--no-progress"]) == 0
+    assert f"probed on a busy machine (load average {4.0 * cores:.1f} on {cores} cores)" in capsys.readouterr().err
+    assert main(["env", "--json"]) == 0
+    assert "run `mobilenets bench --probe` again when it is idle" in json.loads(capsys.readouterr().out)["probe_warning"]

@@ -18,7 +18,7 @@ from typing import Any
 from ..deploy import FORMATS, RUNTIMES
 from ..deploy.bench import benchmark, check_out_dir, format_markdown, write_results
 from ..deploy.export import export, format_for_path
-from ..deploy.probe import probe_path, run_probe
+from ..deploy.probe import probe_path, probed_under_load, run_probe
 from ..deploy.selection import PRECISION_CHOICES, select
 from .base import (
     UsageError,
@@ -81,6 +81,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                  else "reused every file") + f" ({data['files']})"
         print(f"\nsaved {probe_path()}: the default runtime per precision on this machine; "
               f"{data['seconds']:.1f} s, {files}")
+        busy = probed_under_load(data)
+        if busy:
+            print(f"warning: {busy}", file=sys.stderr)
         return 0
 
     check_out_dir(args.out)  # before anything is measured, not after

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from ..deploy import cpu, default_runtime
-from ..deploy.probe import AUTO_PROBE_ENV, load_probe, probe_path, probed_runtime
+from ..deploy.probe import AUTO_PROBE_ENV, load_probe, probe_path, probed_runtime, probed_under_load
 from .base import add_command
 
 __all__ = ["cmd_env", "environment", "register"]
@@ -54,7 +54,8 @@ def environment() -> dict[str, Any]:
         precisions["fastest"] = min(timed, key=lambda p: precisions[p]["latency_ms"])
     return {"cpu": features.to_dict(), "machine": features.signature(), "torch_threads": torch.get_num_threads(),
             "packages": {name: _version(pkg) for name, pkg in _PACKAGES},
-            "probe": str(probe_path()) if probe is not None else None, "precisions": precisions}
+            "probe": str(probe_path()) if probe is not None else None, "precisions": precisions,
+            "probe_warning": probed_under_load(probe) if probe is not None else None}
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -77,6 +78,8 @@ def cmd_env(args: argparse.Namespace) -> int:
         print(f"{precision:<10} {p['runtime'] or '-':<12} {p['why']}")
     if "fastest" in env["precisions"]:
         print(f"fastest    {env['precisions']['fastest']} on this machine (probe: {env['probe']})")
+    if env["probe_warning"]:
+        print(f"note       {env['probe_warning']}")
     return 0
 
 

@@ -41,7 +41,7 @@ from ..models import MobileNetV1
 from . import cpu
 from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime
 
-__all__ = ["AUTO_PROBE_ENV", "PROBE_CONFIG", "ensure_probe", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime",
+__all__ = ["AUTO_PROBE_ENV", "PROBE_CONFIG", "ensure_probe", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime", "probed_under_load",
            "run_probe"]
 
 PROBE_CONFIG = MobileNetConfig(width_multiplier=0.5, resolution=128)
@@ -190,13 +190,30 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")[:200]
 
 
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on this platform
+        return None
+
+
+def probed_under_load(probe: dict[str, Any]) -> str | None:
+    """A warning when the probe ran on a busy machine (1-minute load average above half the cores):
+    its sub-millisecond timings then rank the runtimes by who copes with contention, not by speed."""
+    load, cores = probe.get("load_average"), probe.get("cpu", {}).get("cores") or os.cpu_count() or 1
+    if load is None or load <= cores / 2:
+        return None
+    return (f"probed on a busy machine (load average {load:.1f} on {cores} cores): the defaults may not be this "
+            "machine's fastest; run `mobilenets bench --probe` again when it is idle")
+
+
 def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: bool = False) -> dict[str, Any]:
     """Time each installed runtime × precision and cache the medians (and the files: see the module).
 
     A runtime that fails here (to export, to open, or to run) is left out of the probe and its reason
     recorded under ``"failed"``: one broken runtime must not stop ``bench`` and ``select`` picking
     among the others. A kept file that fails is removed, so the next probe exports it afresh."""
-    start = time.perf_counter()
+    start, load = time.perf_counter(), _load_average()  # before our own work raises it
     files = probe_files_dir()
     files.parent.mkdir(parents=True, exist_ok=True)
     with _probe_lock(files.parent):
@@ -248,7 +265,7 @@ def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: b
     data = {"version": _VERSION, "machine": cpu.machine_signature(), "cpu": cpu.cpu_features().to_dict(),
             "config": PROBE_CONFIG.label, "threads": threads, "results": results, "exported": exported,
             "failed": failed, "toolchain": _toolchain_versions(), "pairs": [list(p) for p in _pairs()],
-            "files": str(files), "seconds": round(time.perf_counter() - start, 1)}
+            "files": str(files), "seconds": round(time.perf_counter() - start, 1), "load_average": load}
     atomic_write(probe_path(), lambda t: Path(t).write_text(json.dumps(data, indent=2) + "\n"))
     return data
 
@@ -269,7 +286,11 @@ def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] 
     print(f"{why}: timing each installed runtime once to pick the defaults "
           f"(cached in {probe_path().parent}; `mobilenets bench --probe` measures again)", file=sys.stderr)
     try:
-        return run_probe(threads=threads, progress=progress)
+        made = run_probe(threads=threads, progress=progress)
+        busy = probed_under_load(made)
+        if busy:
+            print(busy, file=sys.stderr)
+        return made
     except OSError as e:  # an unwritable cache: the fixed order, and say why
         print(f"probe not saved ({e.strerror or e}): using the fixed runtime order", file=sys.stderr)
         return None
