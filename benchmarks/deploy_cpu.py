@@ -334,17 +334,28 @@ def fp32_specs(s: Setup, threads: int, tmp: str, quick: bool) -> list[Spec]:
     return specs
 
 
+# Our int8 paths: (row name, export format, file suffix, runtime); the int8 table and the calibration draws.
+OURS_INT8 = (("ours ONNX Runtime int8", "onnx", ".onnx", "onnxruntime"),
+             ("ours OpenVINO int8", "openvino", ".xml", "openvino"),
+             ("ours LiteRT int8", "tflite", ".tflite", "litert"))
+
+
+def _our_int8(s: Setup, fmt: str, suffix: str, calib: np.ndarray, threads: int, path: str) -> Runner:
+    """Our int8 export of the config, opened. An embedding model has no top-1 to agree on: export's
+    agreement bound is for classifiers (its logit-cosine check still applies); the cosine on the
+    100 samples is reported instead. Raises ValueError where export refuses the file."""
+    report = export(s.model, fmt, path + suffix, int8=True, calibration=calib, calibration_images=len(calib),
+                    min_agreement=0.0 if s.embedding else None)
+    return open_runtime(report.path, fmt, threads=threads, precision="int8")
+
+
 def int8_specs(s: Setup, threads: int, tmp: str) -> list[Spec]:
     x1 = s.x1
     calib = s.calib
 
     def ours(fmt: str, suffix: str) -> Entry:
-        # An embedding model has no top-1 to agree on: export's agreement bound is for classifiers (its
-        # logit-cosine check still applies); the cosine on the 100 samples is reported below.
-        report = export(s.model, fmt, os.path.join(tmp, f"ours_{s.label}_int8{suffix}"), int8=True,
-                        calibration=calib, calibration_images=len(calib),
-                        min_agreement=0.0 if s.embedding else None)
-        return _from_runner("", "", "", open_runtime(report.path, fmt, threads=threads, precision="int8"), x1)
+        return _from_runner("", "", "", _our_int8(s, fmt, suffix, calib, threads,
+                                                  os.path.join(tmp, f"ours_{s.label}_int8")), x1)
 
     def ort_defaults_file() -> str:
         import onnx
@@ -391,10 +402,9 @@ def int8_specs(s: Setup, threads: int, tmp: str) -> list[Spec]:
         ("peer OpenVINO on that QDQ file", "peer", "int8", "openvino",
          lambda: _from_runner("", "", "", Runner("ov", _peer_ov(ort_defaults_file(), threads), 1), x1)),
         ("peer OpenVINO int8 (NNCF defaults)", "peer", "int8", "openvino", nncf_defaults),
-        ("ours ONNX Runtime int8", "ours", "int8", "onnxruntime", lambda: ours("onnx", ".onnx")),
-        ("ours OpenVINO int8", "ours", "int8", "openvino", lambda: ours("openvino", ".xml")),
-        ("ours LiteRT int8", "ours", "int8", "litert", lambda: ours("tflite", ".tflite")),
     ]
+    specs += [(name, "ours", "int8", runtime, lambda fmt=fmt, suffix=suffix: ours(fmt, suffix))
+              for name, fmt, suffix, runtime in OURS_INT8]
     return specs
 
 
@@ -486,11 +496,6 @@ def _roofline(s: Setup, rows: list[Row], threads: int) -> None:
           f"({100 * at / rate:.0f}% of it); 0.8× the best peer would need {need:.0f} GFLOP/s ({100 * need / rate:.0f}%)")
 
 
-# Our int8 paths, re-exported per calibration draw (the same exports the int8 table times).
-OURS_INT8 = (("ours ONNX Runtime int8", "onnx", ".onnx", "onnxruntime"), ("ours OpenVINO int8", "openvino", ".xml", "openvino"),
-             ("ours LiteRT int8", "tflite", ".tflite", "litert"))
-
-
 def calibration_draws(s: Setup, rows: list[Row], draws: int, n_calib: int, runtimes: set[str], threads: int,
                       tmp: str) -> None:
     """int8 top-1 over several calibration draws, against Google's file. On 100 images one image is
@@ -508,16 +513,25 @@ def calibration_draws(s: Setup, rows: list[Row], draws: int, n_calib: int, runti
         if runtime not in runtimes:
             continue
         top1, agree, refused = [], [], 0
+        table = next((r for r in rows if r.table == f"int8 {s.label}" and r.name == name and "top1" in r.quality),
+                     None)
         for seed in range(draws):
+            if seed == 0:  # the table's own draw (make_setup calibrates with seed 0): already measured
+                if table is None:
+                    refused += 1
+                else:
+                    top1.append(table.quality["top1"])
+                    agree.append(table.quality["agreement"])
+                continue
             calib, _, _ = load_calibration(IMAGENET_SAMPLE, s.model, s.resolution, n_calib, seed=seed)
             try:
                 with quiet():
-                    report = export(s.model, fmt, os.path.join(tmp, f"draw{seed}_{s.label}{suffix}"), int8=True,
-                                    calibration=calib.numpy(), calibration_images=n_calib)
+                    runner = _our_int8(s, fmt, suffix, calib.numpy(), threads,
+                                       os.path.join(tmp, f"draw{seed}_{s.label}"))
             except ValueError:  # export's own agreement check refused this draw: nothing written
                 refused += 1
                 continue
-            q = quality(s, open_runtime(report.path, fmt, threads=threads, precision="int8").run_all(s.x_all))
+            q = quality(s, runner.run_all(s.x_all))
             top1.append(q["top1"])
             agree.append(q["agreement"])
         if not top1:

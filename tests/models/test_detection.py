@@ -145,12 +145,18 @@ def test_fast_nms_keeps_one_class_per_box_and_suppresses_across_classes():
 def test_bf16_autocast_training_keeps_the_extras_gradients_finite():
     """PyTorch 2.14's CPU bf16 weight gradient of a 3×3 stride-2 conv on a 1×1 map is NaN in
     20–60% of calls on a CPU with AVX512_BF16 (AMD Zen 4): the SSD extras at a small input hit that
-    shape, so they run in fp32 there. With three 1×1 extras per pass and ≥ 20% per call, 20 passes
-    miss the bug with probability below 0.8⁶⁰ ≈ 2·10⁻⁶ on such a CPU; elsewhere this checks the path runs."""
+    shape, so they run in fp32. The dtypes check the guard on every CPU; on an affected one, with two
+    such extras per pass and ≥ 20% per call, 20 unguarded passes would all be finite with probability
+    below 0.8⁴⁰ ≈ 10⁻⁴ (it failed here without the guard)."""
     torch.manual_seed(0)
     model = ssd_mobilenet_v1(0.25, resolution=128).train()
-    assert model.grid_sizes()[-3:] == [(1, 1)] * 3  # the extras this guards
+    assert model.grid_sizes()[-3:] == [(1, 1)] * 3  # the last two extras take a 1×1 map: the ones guarded
     x = torch.randn(4, 3, 128, 128)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the guard itself, on every CPU: 1×1 extras in fp32
+        maps = model.backbone(x)
+    assert [maps[f"extra_{i}"].dtype for i in range(4)] == [torch.bfloat16] * 2 + [torch.float32] * 2
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # no gradient, no hazard: bf16 throughout
+        assert model.backbone(x)["extra_3"].dtype == torch.bfloat16
     for _ in range(20):
         model.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -45,9 +45,12 @@ def environment() -> dict[str, Any]:
         measured = probed_runtime(precision, probe)
         runtime = default_runtime("cpu", precision)
         failures = [f"{f['runtime']}: {f['error']}" for f in (probe or {}).get("failed", []) if f["precision"] == precision]
-        why = (f"fastest in this machine's probe ({measured[1]:.2f} ms, {probe['config']})" if measured
-               else f"fixed fallback order (every runtime failed in this machine's probe: {'; '.join(failures)})"
-               if failures else f"fixed fallback order ({no_probe if probe is None else 'not in the probe'})")
+        if measured:
+            why = f"fastest in this machine's probe ({measured[1]:.2f} ms, {probe['config']})"
+        elif failures:
+            why = f"fixed fallback order (every runtime failed in this machine's probe: {'; '.join(failures)})"
+        else:
+            why = f"fixed fallback order ({no_probe if probe is None else 'not in the probe'})"
         precisions[precision] = {"runtime": runtime, "latency_ms": measured[1] if measured else None, "why": why}
     timed = [p for p in ("fp32", "bf16", "int8") if precisions[p].get("latency_ms")]
     if probe is not None and len(timed) > 1:  # bf16 too, where the CPU accelerates it and it was timed

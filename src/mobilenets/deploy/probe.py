@@ -248,9 +248,9 @@ def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: b
             samples = _time_interleaved(runners, rounds, block, failed)
             runners.clear()
             gc.collect()  # close the sessions before their files move
-            for runtime, precision in _failed_keys(failed):  # a kept file that ran and failed: export it next time
-                if (runtime, precision) not in fresh:
-                    shutil.rmtree(files / f"{runtime}-{precision}", ignore_errors=True)
+            for f in failed:  # a kept file that opened but failed to run: exported afresh next time
+                if (f["runtime"], f["precision"]) not in fresh:
+                    shutil.rmtree(files / f"{f['runtime']}-{f['precision']}", ignore_errors=True)
             for key in fresh:  # whole files only: a folder moves into place in one step
                 if key not in samples:
                     continue
@@ -268,10 +268,6 @@ def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: b
             "files": str(files), "seconds": round(time.perf_counter() - start, 1), "load_average": load}
     atomic_write(probe_path(), lambda t: Path(t).write_text(json.dumps(data, indent=2) + "\n"))
     return data
-
-
-def _failed_keys(failed: list[dict[str, str]]) -> list[tuple[str, str]]:
-    return [(f["runtime"], f["precision"]) for f in failed]
 
 
 def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] | None:

@@ -85,9 +85,9 @@ class MobileNetV1SSDBackbone(nn.Module):
 def _bf16_grad_hazard(x: torch.Tensor) -> bool:
     """True where an extra layer must not run under CPU bf16 autocast: PyTorch 2.14's CPU bf16 weight
     gradient of a dense 3×3 stride-2 conv on a 1×1 map is NaN in 20–60% of calls on a CPU with
-    AVX512_BF16, and mostly wrong when finite (measured on AMD Zen 4; the other shapes, stride 1 and
-    depthwise match fp32). Such a
-    map (the last extras at small inputs) costs a few hundred Mult-Adds, so it runs in fp32."""
+    AVX512_BF16, and mostly wrong when finite (measured on AMD Zen 4; other shapes, stride 1 and
+    depthwise match fp32). Such a map (the last extras at small inputs) costs a few hundred
+    Mult-Adds, so it runs in fp32 on every CPU: the guard does not depend on which one has the bug."""
     return (x.shape[-1] == 1 and x.shape[-2] == 1 and x.device.type == "cpu" and torch.is_grad_enabled()
             and torch.is_autocast_enabled("cpu"))
 
