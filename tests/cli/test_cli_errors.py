@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import mobilenets
-from mobilenets._utils import atomic_write, os_error_message
+from mobilenets._utils import atomic_write, error_line, os_error_message
 from mobilenets.cli import main
 
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
@@ -227,6 +229,30 @@ def test_python_api_misuse_is_a_one_line_value_error(world, call, fragment):
     message = str(info.value)
     assert fragment in message and "\n" not in message, message
     assert _snapshot(world) == before
+
+
+# ----------------------------------------------------------------------------- one-line reasons
+
+@settings(max_examples=200, deadline=None)
+@given(message=st.text(), limit=st.integers(1, 300), with_type=st.booleans())
+def test_error_line_is_one_non_empty_line_within_its_limit(message, limit, with_type):
+    line = error_line(RuntimeError(message), limit, with_type=with_type)
+    assert line and len(line) <= limit and not line.splitlines()[1:]
+    assert line.strip() == line or len(line) == limit  # trimmed, unless cut at the limit
+
+
+def test_a_loader_error_with_an_empty_message_is_still_one_line(tmp_path, monkeypatch):
+    """``str(e).splitlines()[0]`` of a message-less exception was an IndexError: a traceback where
+    the user was owed one line."""
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": {}}, path)  # a PyTorch file by its content; torch.load then fails, saying nothing
+
+    def load(*args, **kwargs):
+        raise RuntimeError()
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(ValueError) as info:
+        mobilenets.load_pretrained(path)
+    assert str(info.value) == f"{path}: truncated or corrupt PyTorch file (RuntimeError)"
 
 
 # ----------------------------------------------------------------------------- unwritable outputs

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import atomic_write
+from .._utils import atomic_write, error_line
 from ..config import MobileNetConfig
 from ..quant import fake_quant_ranges, load_fake_quant_ranges
 from ..weights import save_checkpoint
@@ -55,7 +55,7 @@ def previous_run(run_dir: Path, resume: bool, log: Any) -> dict[str, Any] | None
     try:
         prev = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read means the same to the user
-        raise ValueError(f"{ckpt}: unreadable checkpoint ({str(e).splitlines()[0][:100]}); "
+        raise ValueError(f"{ckpt}: unreadable checkpoint ({error_line(e, 100)}); "
                          "move it away to start over") from None
     if not isinstance(prev, dict) or prev.get("format") not in _RUN_FORMATS or "settings" not in prev:
         raise ValueError(f"{ckpt}: not a training checkpoint of mobilenets; choose another --out")

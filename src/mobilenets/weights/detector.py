@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import atomic_write
+from .._utils import atomic_write, error_line
 from ..models import PretrainedInfo
 from .tflite_graph import read_tflite_graph
 from .tflite_ssd import is_tflite_ssd, read_tflite_ssd
@@ -85,7 +85,7 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-            raise ValueError(f"{path}: not a detector file ({str(e).splitlines()[0][:80]})") from None
+            raise ValueError(f"{path}: not a detector file ({error_line(e, 80)})") from None
         if not isinstance(payload, dict) or payload.get("format") != DETECTOR_FORMAT:
             raise ValueError(f"{path}: not a detector checkpoint of mobilenets (a classifier? use load_pretrained)")
         arch, build, state = payload["arch"], dict(payload["build"]), payload["model"]

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .._utils import atomic_write
+from .._utils import atomic_write, error_line
 from ..config import MobileNetConfig
 from ..data.preprocess import IMAGENET_PREPROCESS, TF_PREPROCESS
 from ..models import MobileNetV1, PretrainedInfo, pretrained_cfg
@@ -160,10 +160,10 @@ def _read_torch(path: Path) -> tuple[MobileNetConfig, dict[str, torch.Tensor], d
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ValueError(f"{path}: truncated or corrupt PyTorch file ({str(e).splitlines()[0][:120]})") from None
+        raise ValueError(f"{path}: truncated or corrupt PyTorch file ({error_line(e, 120)})") from None
     except Exception as e:  # unpickling of foreign objects (weights_only refuses them)
-        raise ValueError(f"{path}: not a plain PyTorch weights file ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:120]})") from None
+        raise ValueError(f"{path}: not a plain PyTorch weights file ("
+                         f"{error_line(e, 120, with_type=True)})") from None
     return _from_mapping(obj, path)
 
 

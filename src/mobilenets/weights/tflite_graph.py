@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .._utils import error_line
+
 __all__ = ["TFLITE_IDENTIFIER", "TensorInfo", "OpInfo", "TFLiteGraph", "is_tflite", "read_tflite_graph", "dequantize",
            "implied_activation"]
 
@@ -149,7 +151,7 @@ def read_tflite_graph(path: str | os.PathLike) -> TFLiteGraph:
     except _Corrupt as e:
         detail = str(e)
     except Exception as e:  # noqa: BLE001 - garbage offsets fail in struct/numpy/decoding
-        detail = f"{type(e).__name__}: {e}".splitlines()[0][:160]
+        detail = error_line(e, with_type=True)
     raise ValueError(
         f"{path}: file is truncated or not a TFLite model ({detail}); "
         "re-download or re-export the .tflite file"

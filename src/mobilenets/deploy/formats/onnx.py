@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..._utils import error_line
 from ...quant import correct_bias_for_int8
 from .. import cpu
 from ..runner import Runner
@@ -189,7 +190,7 @@ def read_onnx_metadata(path: str) -> str | None:
     try:
         meta = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]).get_modelmeta()
     except Exception as e:  # noqa: BLE001 (onnxruntime's own exception types: a file it cannot read)
-        raise ValueError(f"{path}: not an ONNX model ONNX Runtime can read ({str(e).splitlines()[0][:160]})") from None
+        raise ValueError(f"{path}: not an ONNX model ONNX Runtime can read ({error_line(e)})") from None
     return meta.custom_metadata_map.get(METADATA_KEY)
 
 

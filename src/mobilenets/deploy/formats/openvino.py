@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..._utils import error_line
 from .. import cpu
 from ..runner import Runner
 from ..support import need, quiet
@@ -160,7 +161,7 @@ def read_openvino_metadata(path: str) -> str | None:
     try:
         model = ov.Core().read_model(path)
     except Exception as e:  # noqa: BLE001 (OpenVINO's own exception types: a file it cannot read)
-        raise ValueError(f"{path}: not an OpenVINO model OpenVINO can read ({str(e).splitlines()[0][:160]})") from None
+        raise ValueError(f"{path}: not an OpenVINO model OpenVINO can read ({error_line(e)})") from None
     return model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY]) else None
 
 
