@@ -332,3 +332,58 @@ def test_a_probe_on_a_busy_machine_says_so(monkeypatch, tmp_path, capsys):
     assert f"probed on a busy machine (load average {4.0 * cores:.1f} on {cores} cores)" in capsys.readouterr().err
     assert main(["env", "--json"]) == 0
     assert "run `mobilenets bench --probe` again when it is idle" in json.loads(capsys.readouterr().out)["probe_warning"]
+
+
+def test_a_busy_probe_is_taken_again_once_the_machine_is_idle(monkeypatch, tmp_path, capsys):
+    """A probe taken under load ranked contention, not speed: bench and select measure again by
+    themselves when the machine is idle (the kept files make it seconds), not while it is still
+    busy, and keep the busy probe if the new one fails."""
+    from mobilenets.deploy import bench, probe
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+    monkeypatch.setenv(probe.AUTO_PROBE_ENV, "1")
+    calls: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(bench, "make_runner", _fake_exporter(calls))
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
+    cores = cpu.cpu_features().cores
+    monkeypatch.setattr(probe, "_load_average", lambda: 4.0 * cores)
+    busy = probe.run_probe(rounds=1, block=1)
+    assert probe.probed_under_load(busy) and calls == [("exported", "onnxruntime", "fp32")]
+    assert probe.ensure_probe() == busy and len(calls) == 1  # still busy: kept, not measured again
+
+    monkeypatch.setattr(probe, "_load_average", lambda: 0.0)
+    again = probe.ensure_probe()
+    assert "taken on a busy machine and it is idle now" in capsys.readouterr().err
+    assert again["load_average"] == 0.0 and not probe.probed_under_load(again)
+    assert calls[1:] == [("reused", "onnxruntime", "fp32")] and probe.load_probe() == again
+    assert probe.ensure_probe() == again and len(calls) == 2  # an idle probe is kept
+
+    probe.run_probe(rounds=1, block=1)  # idle now; make it busy again, then let the re-probe fail
+    monkeypatch.setattr(probe, "_load_average", lambda: 4.0 * cores)
+    busy = probe.run_probe(rounds=1, block=1)
+    monkeypatch.setattr(probe, "_load_average", lambda: 0.0)
+
+    def boom(**kwargs):
+        raise RuntimeError("the exporter broke")
+    monkeypatch.setattr(probe, "run_probe", boom)
+    assert probe.ensure_probe() == busy
+    assert "probe failed (RuntimeError: the exporter broke): keeping the earlier probe" in capsys.readouterr().err
+
+
+def test_only_the_code_that_makes_the_probe_files_keys_them(tmp_path):
+    """An edit to training or the CLI keeps the probe's exported files; one to the model, the
+    quantizer or an exporter makes them again."""
+    from mobilenets.deploy import probe
+
+    for part in ("_utils", "layers", "models", "quant", "deploy/formats", "train", "cli"):
+        (tmp_path / part).mkdir(parents=True)
+        (tmp_path / part / "x.py").write_text("a = 1\n")
+    (tmp_path / "config.py").write_text("b = 1\n")
+    first = probe._code_digest(tmp_path)
+    for part in ("train", "cli"):
+        (tmp_path / part / "x.py").write_text("a = 2\n")
+    assert probe._code_digest(tmp_path) == first
+    for path in ("models/x.py", "deploy/formats/x.py", "quant/x.py", "config.py"):
+        before = probe._code_digest(tmp_path)
+        (tmp_path / path).write_text("changed = True\n")
+        assert probe._code_digest(tmp_path) != before, path

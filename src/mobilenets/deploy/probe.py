@@ -10,8 +10,8 @@ off (``MOBILENETS_AUTO_PROBE=0``, which the test suite sets).
 Nearly all of a first probe is the exporters' own start-up (ExecuTorch's lowering alone takes about
 15 s in a fresh process; the timing itself about 2 s), so the probe keeps the small files it
 exported in ``<cache>/probe/files/<key>/``, keyed by the machine, the toolchain versions and
-mobilenets' own code: a re-probe re-measures the same files in seconds, and any change of CPU,
-runtime, exporter or export code exports afresh. Each file is moved into place only when written
+the code that makes them (model, quantization, exporters): a re-probe re-measures the same files in
+seconds, and any change of CPU, runtime, exporter or export code exports afresh. Each file is moved into place only when written
 whole, so an interrupted probe leaves nothing half-written to reuse; probes take turns (a lock
 file), so pruning never touches the files of one in progress."""
 
@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import torch
 from tqdm import tqdm
 
-from .._utils import atomic_write
+from .._utils import atomic_write, error_line
 from ..config import MobileNetConfig
 from ..data import cache_dir
 from ..models import MobileNetV1
@@ -67,13 +67,22 @@ def _toolchain_versions() -> dict[str, str | None]:
     return versions
 
 
-def _code_digest() -> str:
-    """A digest of mobilenets' source: the probe's files are re-exported when the export code changes."""
-    root = Path(__file__).resolve().parent.parent
+# The parts of mobilenets a probe file is made by (the model, its layers and config, quantization,
+# the exporters and runtimes, the shared helpers): an edit elsewhere (training, the CLI, data) leaves
+# the kept files valid, so it costs no re-export.
+_EXPORT_CODE = ("_utils", "config.py", "layers", "models", "quant", "deploy")
+
+
+def _code_digest(root: Path | None = None) -> str:
+    """A digest of the source the probe's files are made by (``_EXPORT_CODE``): they are exported
+    again when that code changes, and only then."""
+    root = root if root is not None else Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
+    for part in _EXPORT_CODE:
+        paths = [root / part] if part.endswith(".py") else sorted((root / part).rglob("*.py"))
+        for path in paths:
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes() if path.exists() else b"")
     return digest.hexdigest()
 
 
@@ -187,7 +196,7 @@ def _open(runtime: str, precision: str, threads: int, workdir: Path, reuse: bool
 
 
 def _why(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")[:200]
+    return error_line(e, 200, with_type=True)
 
 
 def _load_average() -> float | None:
@@ -197,14 +206,24 @@ def _load_average() -> float | None:
         return None
 
 
+def _busy(load: float | None, cores: int) -> bool:
+    """A 1-minute load average above half the cores: another job shares the cores being timed."""
+    return load is not None and load > cores / 2
+
+
+def _cores(probe: dict[str, Any]) -> int:
+    return probe.get("cpu", {}).get("cores") or os.cpu_count() or 1
+
+
 def probed_under_load(probe: dict[str, Any]) -> str | None:
     """A warning when the probe ran on a busy machine (1-minute load average above half the cores):
     its sub-millisecond timings then rank the runtimes by who copes with contention, not by speed."""
-    load, cores = probe.get("load_average"), probe.get("cpu", {}).get("cores") or os.cpu_count() or 1
-    if load is None or load <= cores / 2:
+    load, cores = probe.get("load_average"), _cores(probe)
+    if not _busy(load, cores):
         return None
     return (f"probed on a busy machine (load average {load:.1f} on {cores} cores): the defaults may not be this "
-            "machine's fastest; run `mobilenets bench --probe` again when it is idle")
+            "machine's fastest; run `mobilenets bench --probe` again when it is idle (bench and select "
+            "re-probe by themselves once it is)")
 
 
 def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: bool = False) -> dict[str, Any]:
@@ -272,13 +291,23 @@ def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: b
 
 def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] | None:
     """This machine's probe: the cached one, else a fresh one (about a minute the first time, as the
-    files are exported; seconds once they are kept). None where probing is impossible or turned off."""
+    files are exported; seconds once they are kept), also when the cached one was taken on a busy
+    machine and this one is idle now. None where probing is impossible or turned off."""
     probe = load_probe()
-    if probe is not None or os.environ.get(AUTO_PROBE_ENV, "1") == "0" or not _pairs():
+    if os.environ.get(AUTO_PROBE_ENV, "1") == "0" or not _pairs():
         return probe
+    if probe is not None:
+        # A probe taken on a busy machine ranked contention, not speed: measure again once the
+        # machine is idle (seconds: the files are kept), else keep it (bench --probe and env warn).
+        if not probed_under_load(probe) or _busy(_load_average(), _cores(probe)):
+            return probe
+        why = "this machine's probe was taken on a busy machine and it is idle now"
+    elif probe_path().exists():
+        why = "this machine's probe is out of date (runtimes installed, removed or upgraded since)"
+    else:
+        why = "this machine has not been probed"
+    fallback = "keeping the earlier probe" if probe is not None else "using the fixed runtime order"
     # A minute's wait the first time: always said (on stderr, so --json output stays JSON).
-    why = ("this machine's probe is out of date (runtimes installed, removed or upgraded since)" if probe_path().exists()
-           else "this machine has not been probed")
     print(f"{why}: timing each installed runtime once to pick the defaults "
           f"(cached in {probe_path().parent}; `mobilenets bench --probe` measures again)", file=sys.stderr)
     try:
@@ -287,13 +316,12 @@ def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] 
         if busy:
             print(busy, file=sys.stderr)
         return made
-    except OSError as e:  # an unwritable cache: the fixed order, and say why
-        print(f"probe not saved ({e.strerror or e}): using the fixed runtime order", file=sys.stderr)
-        return None
-    except Exception as e:  # the probe itself broke: bench and select still work, on the fixed order
-        print(f"probe failed ({_why(e)}): using the fixed runtime order; `mobilenets bench --probe` retries",
-              file=sys.stderr)
-        return None
+    except OSError as e:  # an unwritable cache: the earlier probe or the fixed order, and say why
+        print(f"probe not saved ({e.strerror or e}): {fallback}", file=sys.stderr)
+        return probe
+    except Exception as e:  # the probe itself broke: bench and select still work
+        print(f"probe failed ({_why(e)}): {fallback}; `mobilenets bench --probe` retries", file=sys.stderr)
+        return probe
 
 
 def probed_runtime(precision: str, probe: dict[str, Any] | None = None) -> tuple[str, float] | None:
