@@ -34,7 +34,9 @@ reference rows; for a smoke run, not for figures to quote.
 
 After each fp32 table a roofline line compares the fastest fp32 path's GFLOP/s with this
 machine's fp32 matrix-multiply rate (numpy's or torch's BLAS, 2048², same threads), and says what
-the issue's ≤ 0.8× target would need.
+the issue's ≤ 0.8× target would need; a layers line then splits our OpenVINO file's time (its own
+per-layer counters) into the 1x1 convolutions, the depthwise ones and the rest, with the 1x1 convs'
+GFLOP/s and the floor they alone would set at the sgemm rate.
 
 ``--calibration-draws K`` (default 5): after the 0.5-160 int8 table, each of our int8 paths is
 exported again on K calibration draws (seeds 0..K-1) and its mean top-1 and agreement are compared
@@ -422,7 +424,7 @@ class Row:
 
 
 def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], threads: int, turns: int,
-              block: int, skip: int) -> list[Row]:
+              block: int, skip: int, tmp: str) -> list[Row]:
     title = f"{precision} {s.label}"
     entries: list[Entry] = []
     for name, kind, prec, runtime, factory in specs:
@@ -464,7 +466,7 @@ def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], t
             print(f"  {p}: ours [{o.name}] {o.median:.3f} ms / best peer [{b.name}] {b.median:.3f} ms = "
                   f"{o.median / b.median:.3f} ({verdict} ≤ 1.0)")
     if precision == "fp32":
-        _roofline(s, rows, threads)
+        _roofline(s, rows, threads, tmp)
     if precision == "fp32" and not cpu.cpu_features().bf16:
         print("  bf16: not accelerated on this CPU (no AVX512_BF16 or AMX): not timed (it would run as fp32)")
     if precision == "int8" and s.google is not None and not s.embedding:
@@ -478,10 +480,12 @@ def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], t
     return rows
 
 
-def _roofline(s: Setup, rows: list[Row], threads: int) -> None:
+def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str) -> None:
     """How close the fastest fp32 path is to this machine's fp32 multiply rate, and what a given
     speed-up over the best peer (the issue's 0.8×) would need: a target above the sgemm rate cannot
-    be met by any fp32 kernel, only by doing less arithmetic or doing it in another precision."""
+    be met by any fp32 kernel, only by doing less arithmetic or doing it in another precision. Then,
+    from OpenVINO's per-layer counters on our file, how fast the 1x1 convolutions (95% of the
+    Mult-Adds) already run: at the sgemm rate they alone would take a floor no path goes under."""
     fp32 = [r for r in rows if r.precision == "fp32" and r.kind in ("ours", "peer")]
     peers = [r for r in fp32 if r.kind == "peer"]
     if not fp32 or not peers:
@@ -494,6 +498,40 @@ def _roofline(s: Setup, rows: list[Row], threads: int) -> None:
     print(f"  roofline: this machine multiplies fp32 matrices at {rate:.0f} GFLOP/s ({threads} threads, 2048², {blas}); "
           f"the fastest fp32 path [{fastest.name}] runs this network's {gflop:.2f} GFLOP at {at:.0f} GFLOP/s "
           f"({100 * at / rate:.0f}% of it); 0.8× the best peer would need {need:.0f} GFLOP/s ({100 * need / rate:.0f}%)")
+    xml = os.path.join(tmp, f"ours_{s.label}.xml")
+    if not os.path.exists(xml):  # OpenVINO not among the runtimes run
+        return
+    ms = _openvino_layer_ms(xml, s.x1, threads)
+    pointwise = 2 * mobilenets.cost(s.model).by_type()["conv 1x1"]["mult_adds"] / 1e9
+    floor = pointwise / rate * 1e3
+    print(f"  layers (OpenVINO's per-layer counters, ours fp32): 1x1 convs {ms['1x1']:.2f} ms = "
+          f"{pointwise / ms['1x1'] * 1e3:.0f} GFLOP/s ({100 * pointwise / ms['1x1'] * 1e3 / rate:.0f}% of sgemm), "
+          f"depthwise {ms['depthwise']:.2f} ms, the rest {ms['rest']:.2f} ms; at the sgemm rate the 1x1 convs alone "
+          f"would take {floor:.2f} ms, against {0.8 * best_peer.median:.2f} ms for 0.8× the best peer")
+
+
+def _openvino_layer_ms(xml: str, x: np.ndarray, threads: int, calls: int = 200) -> dict[str, float]:
+    """Milliseconds per call in OpenVINO's own per-layer counters (``PERF_COUNT``), summed into the
+    1x1 convolutions (our pointwise layers: ``/pw/`` in their names, or a 1x1 kernel), the
+    depthwise ones (grouped) and the rest (the stem, the classifier, reorders)."""
+    import openvino as ov
+
+    request = ov.Core().compile_model(xml, "CPU", {**openvino_config(threads, "fp32"), "PERF_COUNT": True}
+                                      ).create_infer_request()
+    for _ in range(20):
+        request.infer({0: x})
+    total = {"1x1": 0.0, "depthwise": 0.0, "rest": 0.0}
+    for _ in range(calls):
+        request.infer({0: x})
+        for layer in request.profiling_info:
+            if layer.node_type == "GroupConvolution":
+                part = "depthwise"
+            elif layer.node_type == "Convolution" and ("/pw/" in layer.node_name or "1x1" in layer.exec_type):
+                part = "1x1"
+            else:
+                part = "rest"
+            total[part] += layer.real_time.total_seconds() * 1e3 / calls
+    return total
 
 
 def calibration_draws(s: Setup, rows: list[Row], draws: int, n_calib: int, runtimes: set[str], threads: int,
@@ -664,7 +702,7 @@ def main() -> int:
             for precision in precisions:
                 specs = fp32_specs(s, args.threads, tmp, args.quick) if precision == "fp32" else \
                     int8_specs(s, args.threads, tmp)
-                rows += run_table(precision, s, specs, runtimes, args.threads, turns, block, skip)
+                rows += run_table(precision, s, specs, runtimes, args.threads, turns, block, skip, tmp)
                 if precision == "int8" and not args.quick and not s.embedding:
                     calibration_draws(s, rows, args.calibration_draws, n_calib, runtimes, args.threads, tmp)
         if args.cifar_checkpoint:

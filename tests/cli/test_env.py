@@ -324,14 +324,48 @@ def test_a_probe_on_a_busy_machine_says_so(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(bench, "make_runner", _fake_exporter([]))
     monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
     cores = cpu.cpu_features().cores
-    monkeypatch.setattr(probe, "_load_average", lambda: 0.0)
+    monkeypatch.setattr(probe, "_other_load", lambda start, end: 0.0)
+    monkeypatch.setattr(probe, "_load_average", lambda: 4.0 * cores)  # a job that just ended: not contention
     assert main(["bench", "--probe", "--no-progress"]) == 0
-    assert "busy" not in capsys.readouterr().err and probe.load_probe()["load_average"] == 0.0
-    monkeypatch.setattr(probe, "_load_average", lambda: 4.0 * cores)
+    assert "busy" not in capsys.readouterr().err and probe.load_probe()["other_load"] == 0.0
+    monkeypatch.setattr(probe, "_other_load", lambda start, end: 1.5 * cores)
     assert main(["bench", "--probe", "--no-progress"]) == 0
-    assert f"probed on a busy machine (load average {4.0 * cores:.1f} on {cores} cores)" in capsys.readouterr().err
+    assert (f"probed on a busy machine (other processes kept {1.5 * cores:.1f} of its {cores} cores busy while it "
+            "timed)") in capsys.readouterr().err
     assert main(["env", "--json"]) == 0
     assert "run `mobilenets bench --probe` again when it is idle" in json.loads(capsys.readouterr().out)["probe_warning"]
+    monkeypatch.setattr(probe, "_other_load", lambda start, end: None)  # not measurable here: the load average
+    assert main(["bench", "--probe", "--no-progress"]) == 0
+    assert f"probed on a busy machine (load average {4.0 * cores:.1f} on {cores} cores)" in capsys.readouterr().err
+
+
+def test_the_probe_measures_the_load_of_other_processes_beside_its_timing(monkeypatch, tmp_path):
+    """Real processes, no patching: busy loops beside the probe are counted; the probe's own work
+    (here, calls that sleep) is not."""
+    import subprocess
+    import sys
+    import time
+
+    from mobilenets.deploy import bench, probe
+
+    monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
+
+    def make_runner(config, runtime, **kwargs):
+        return lambda: time.sleep(0.05)  # ~1.5 s of timing in which this process is idle
+    monkeypatch.setattr(bench, "make_runner", make_runner)
+    monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32"), ("litert", "fp32")])
+    cores = cpu.cpu_features().cores
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        time.sleep(0.3)  # started
+        busy = probe.run_probe(rounds=2, block=3)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert busy["other_load"] > cores / 2 and probe.probed_under_load(busy), busy["other_load"]
+    quiet = probe.run_probe(rounds=2, block=3)
+    assert quiet["other_load"] < cores / 2 and not probe.probed_under_load(quiet), quiet["other_load"]
 
 
 def test_a_busy_probe_is_taken_again_once_the_machine_is_idle(monkeypatch, tmp_path, capsys):
@@ -346,22 +380,23 @@ def test_a_busy_probe_is_taken_again_once_the_machine_is_idle(monkeypatch, tmp_p
     monkeypatch.setattr(bench, "make_runner", _fake_exporter(calls))
     monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
     cores = cpu.cpu_features().cores
-    monkeypatch.setattr(probe, "_load_average", lambda: 4.0 * cores)
+    load = {"other": 1.5 * cores}
+    monkeypatch.setattr(probe, "_other_load", lambda start, end: load["other"])
+    monkeypatch.setattr(probe, "_others_now", lambda: load["other"])
     busy = probe.run_probe(rounds=1, block=1)
     assert probe.probed_under_load(busy) and calls == [("exported", "onnxruntime", "fp32")]
     assert probe.ensure_probe() == busy and len(calls) == 1  # still busy: kept, not measured again
 
-    monkeypatch.setattr(probe, "_load_average", lambda: 0.0)
+    load["other"] = 0.0
     again = probe.ensure_probe()
     assert "taken on a busy machine and it is idle now" in capsys.readouterr().err
-    assert again["load_average"] == 0.0 and not probe.probed_under_load(again)
+    assert again["other_load"] == 0.0 and not probe.probed_under_load(again)
     assert calls[1:] == [("reused", "onnxruntime", "fp32")] and probe.load_probe() == again
     assert probe.ensure_probe() == again and len(calls) == 2  # an idle probe is kept
 
-    probe.run_probe(rounds=1, block=1)  # idle now; make it busy again, then let the re-probe fail
-    monkeypatch.setattr(probe, "_load_average", lambda: 4.0 * cores)
+    load["other"] = 1.5 * cores  # a busy probe again, then a re-probe that fails
     busy = probe.run_probe(rounds=1, block=1)
-    monkeypatch.setattr(probe, "_load_average", lambda: 0.0)
+    load["other"] = 0.0
 
     def boom(**kwargs):
         raise RuntimeError("the exporter broke")

@@ -206,6 +206,36 @@ def _load_average() -> float | None:
         return None
 
 
+def _cpu_clock() -> tuple[float, float, float] | None:
+    """(wall seconds, CPU-seconds every process has used, CPU-seconds this process and its waited-for
+    children have used), read with psutil; None where it cannot read them."""
+    try:
+        import psutil
+
+        every, own = psutil.cpu_times(), psutil.Process().cpu_times()
+    except Exception:  # noqa: BLE001 - no reading here: the load average stands in
+        return None
+    busy = sum(getattr(every, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq"))
+    return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system
+
+
+def _other_load(start: tuple[float, float, float] | None, end: tuple[float, float, float] | None) -> float | None:
+    """How many cores other processes kept busy between two readings of :func:`_cpu_clock`, on
+    average: the contention the probe's timings actually ran beside. Unlike the 1-minute load
+    average it does not count this process, nor a job that ended just before (the previous command)."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return round(max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0])), 2)
+
+
+def _others_now(seconds: float = 0.5) -> float | None:
+    """Cores other processes keep busy now (this one waits meanwhile), else the load average."""
+    start = _cpu_clock()
+    time.sleep(seconds)
+    other = _other_load(start, _cpu_clock())
+    return other if other is not None else _load_average()
+
+
 def _busy(load: float | None, cores: int) -> bool:
     """A 1-minute load average above half the cores: another job shares the cores being timed."""
     return load is not None and load > cores / 2
@@ -216,12 +246,20 @@ def _cores(probe: dict[str, Any]) -> int:
 
 
 def probed_under_load(probe: dict[str, Any]) -> str | None:
-    """A warning when the probe ran on a busy machine (1-minute load average above half the cores):
+    """A warning when the probe ran on a busy machine (other processes kept more than half the cores
+    busy while it timed; where that was not measured, a 1-minute load average above half the cores):
     its sub-millisecond timings then rank the runtimes by who copes with contention, not by speed."""
-    load, cores = probe.get("load_average"), _cores(probe)
-    if not _busy(load, cores):
-        return None
-    return (f"probed on a busy machine (load average {load:.1f} on {cores} cores): the defaults may not be this "
+    other, cores = probe.get("other_load"), _cores(probe)
+    if other is not None:
+        if not _busy(other, cores):
+            return None
+        how = f"other processes kept {other:.1f} of its {cores} cores busy while it timed"
+    else:
+        load = probe.get("load_average")
+        if not _busy(load, cores):
+            return None
+        how = f"load average {load:.1f} on {cores} cores"
+    return (f"probed on a busy machine ({how}): the defaults may not be this "
             "machine's fastest; run `mobilenets bench --probe` again when it is idle (bench and select "
             "re-probe by themselves once it is)")
 
@@ -264,7 +302,9 @@ def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: b
                         continue
                     fresh.append(key)
             bar.close()
+            clock = _cpu_clock()
             samples = _time_interleaved(runners, rounds, block, failed)
+            other = _other_load(clock, _cpu_clock())  # what ran beside the timing
             runners.clear()
             gc.collect()  # close the sessions before their files move
             for f in failed:  # a kept file that opened but failed to run: exported afresh next time
@@ -284,7 +324,8 @@ def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: b
     data = {"version": _VERSION, "machine": cpu.machine_signature(), "cpu": cpu.cpu_features().to_dict(),
             "config": PROBE_CONFIG.label, "threads": threads, "results": results, "exported": exported,
             "failed": failed, "toolchain": _toolchain_versions(), "pairs": [list(p) for p in _pairs()],
-            "files": str(files), "seconds": round(time.perf_counter() - start, 1), "load_average": load}
+            "files": str(files), "seconds": round(time.perf_counter() - start, 1), "load_average": load,
+            "other_load": other}
     atomic_write(probe_path(), lambda t: Path(t).write_text(json.dumps(data, indent=2) + "\n"))
     return data
 
@@ -299,7 +340,7 @@ def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] 
     if probe is not None:
         # A probe taken on a busy machine ranked contention, not speed: measure again once the
         # machine is idle (seconds: the files are kept), else keep it (bench --probe and env warn).
-        if not probed_under_load(probe) or _busy(_load_average(), _cores(probe)):
+        if not probed_under_load(probe) or _busy(_others_now(), _cores(probe)):
             return probe
         why = "this machine's probe was taken on a busy machine and it is idle now"
     elif probe_path().exists():
