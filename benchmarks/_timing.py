@@ -65,15 +65,18 @@ def cuda_machine(script: str) -> str:
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], *, warmup: int = 5, rounds: int = 30,
-                        min_time: float = 0.0, block: int = 1, skip: int = 1) -> dict[str, list[float]]:
+                        min_time: float = 0.0, block: int = 1, skip: int = 1, settle: float = 0.0
+                        ) -> dict[str, list[float]]:
     """Time each function ``rounds`` times, alternating between them so that drift in the
     machine's speed hits all equally. Returns the list of times (seconds) per name.
 
     With ``block`` > 1 each turn is ``block`` consecutive calls of which the first ``skip`` are
-    not recorded: runtimes whose worker threads keep spinning after a call (ONNX Runtime, OpenVINO)
-    would otherwise steal the cores from whichever runtime is timed next, and a cold thread
-    pool would be charged to its own first call.
+    not recorded, and ``settle`` seconds of untimed calls come first (mobilenets.deploy.timing):
+    ONNX Runtime's worker threads keep spinning for ~40 ms after a call and would otherwise steal
+    the cores from whichever runtime is timed next (ten calls of a sub-millisecond model are not
+    enough), and a cold thread pool would be charged to its own first call.
     """
+    from mobilenets.deploy.timing import settle as settle_on
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -82,6 +85,8 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], *, warmup: int = 5
     r = 0
     while r < rounds or time.perf_counter() - start < min_time:
         for name, fn in fns.items():
+            if settle > 0:
+                settle_on(fn, settle)
             for i in range(block):
                 t0 = time.perf_counter()
                 fn()

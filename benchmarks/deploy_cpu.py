@@ -69,6 +69,7 @@ from mobilenets.deploy.formats import REGISTRY
 from mobilenets.deploy.formats.onnx import ort_session_options
 from mobilenets.deploy.formats.openvino import openvino_config
 from mobilenets.deploy.support import quiet
+from mobilenets.deploy.timing import SETTLE_SECONDS
 from mobilenets.quant import fuse
 
 DATA = Path(os.environ.get("MOBILENETS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -440,8 +441,9 @@ def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], t
     if not entries:
         return []
     times = interleaved_medians({e.name: e.call for e in entries}, warmup=2 * skip, rounds=turns, block=block,
-                                skip=skip)
+                                skip=skip, settle=SETTLE_SECONDS)
     print(f"\n{title}: {s.weights}; batch 1, {threads} threads, {turns} interleaved turns of {block} calls "
+          f"after {SETTLE_SECONDS * 1e3:.0f} ms of untimed ones "
           f"(the last {block - skip} timed: {turns * (block - skip)} per path)"
           + (f"; int8 calibrated on {s.how}" if precision == "int8" else ""))
     rows: list[Row] = []

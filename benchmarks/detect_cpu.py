@@ -69,6 +69,7 @@ def main() -> None:
     torch.set_num_threads(2)
     import mobilenets
     from mobilenets.data import load_image
+    from mobilenets.deploy.timing import SETTLE_SECONDS
     from mobilenets.deploy.detector import DetectorGraph, export_detector, open_detector_runtime, runtime_detections
     from mobilenets.inference.detect import resize_for_detector
     from mobilenets.models.detection import NMS_MODES
@@ -167,7 +168,7 @@ def main() -> None:
     paths["torchvision SSDLite320 MobileNetV3 eager"] = tv_eager
     paths["torchvision SSDLite320 MobileNetV3 ONNX Runtime"] = tv_ort
 
-    times = interleaved_medians(paths, warmup=3, rounds=args.rounds, block=10, skip=2)
+    times = interleaved_medians(paths, warmup=3, rounds=args.rounds, block=10, skip=2, settle=SETTLE_SECONDS)
     med = {name: median_ms(t) for name, t in times.items()}
     post = {name: med.pop(name) for name in decoders}
     ref = med["LiteRT on Google's uint8 file"]

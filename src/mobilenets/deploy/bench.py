@@ -41,6 +41,7 @@ from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime, runtime_package
 from .probe import ensure_probe, probed_runtime
 from .results import BenchResult, format_markdown, read_results, write_results
 from .runtime import open_runtime, runtime_available
+from .timing import p90, settle, time_calls
 
 __all__ = [
     "PRECISIONS",
@@ -237,26 +238,13 @@ def _torch_runner(fused: torch.nn.Module, example: torch.Tensor, precision: str,
     return run
 
 
-def time_calls(fn: Callable[[], Any], *, warmup: int = 10, iters: int = 50, min_time: float = 0.0
-               ) -> list[float]:
-    """Seconds per call of ``fn`` after ``warmup`` untimed calls (at least ``iters`` calls, and
-    at least ``min_time`` seconds)."""
-    for _ in range(warmup):
-        fn()
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < iters or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return samples
-
-
 def _interleaved_blocks(fns: Sequence[Callable[[], Any]], *, warmup: int, iters: int, min_time: float,
-                        desc: str, progress: bool, block: int = 10) -> list[list[float]]:
+                        desc: str, progress: bool, block: int = 25) -> list[list[float]]:
     """Per-function call times, taken in rounds of ``block`` calls per function: a slow spell of
     the machine (another job starting) then spreads over all configs instead of hitting one and
-    reordering the results; within a block the model's weights stay in cache, as when serving."""
+    reordering the results; within a block the model's weights stay in cache, as when serving.
+    Each block starts after :func:`~.timing.settle`: the previous model's runtime may still be
+    spinning on the cores (ONNX Runtime's threads do for ~40 ms)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -268,17 +256,12 @@ def _interleaved_blocks(fns: Sequence[Callable[[], Any]], *, warmup: int, iters:
     while r < rounds or time.perf_counter() - start < min_time:
         for fn, out in zip(fns, times):
             n = min(block, iters - r * block) if r < rounds else block
-            fn()  # back from another model: one untimed call to bring this one into cache
+            settle(fn)  # back from another model: its threads stop spinning, this one's weights into cache
             out.extend(time_calls(fn, warmup=0, iters=n))
             bar.update(1)
         r += 1
     bar.close()
     return times
-
-
-def _p90(samples: Sequence[float]) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, round(0.9 * (len(s) - 1)))]
 
 
 def benchmark(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[int] = DEFAULT_RESOLUTIONS, *,
@@ -325,7 +308,7 @@ def benchmark(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[in
             width=config.width_multiplier, resolution=config.resolution, runtime=runtime,
             precision=precision, device=device, batch=batch, threads=used_threads,
             mult_adds=report.mult_adds, params=report.params, median_ms=median * 1e3,
-            p90_ms=_p90(times) * 1e3, throughput=batch / median, iters=len(times)).with_cpu(features))
+            p90_ms=p90(times) * 1e3, throughput=batch / median, iters=len(times)).with_cpu(features))
     if out is not None:
         write_results(results, out)
     return results

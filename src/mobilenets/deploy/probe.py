@@ -40,13 +40,14 @@ from ..data import cache_dir
 from ..models import MobileNetV1
 from . import cpu
 from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime
+from .timing import settle
 
 __all__ = ["AUTO_PROBE_ENV", "PROBE_CONFIG", "ensure_probe", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime", "probed_under_load",
            "run_probe"]
 
 PROBE_CONFIG = MobileNetConfig(width_multiplier=0.5, resolution=128)
 AUTO_PROBE_ENV = "MOBILENETS_AUTO_PROBE"  # "0": never probe unasked (the fixed order stays the fallback)
-_VERSION = 1
+_VERSION = 2  # 2: each turn settles first (timings of version 1 favoured the runtime after ONNX Runtime's)
 # What the probe's files depend on besides the CPU and mobilenets' code: the exporters and runtimes.
 _TOOLCHAIN = ("torch", "numpy", "onnx", "onnxscript", "onnx-ir", "onnxruntime", "openvino", "nncf", "ai-edge-litert",
               "executorch", "torchao")
@@ -160,27 +161,31 @@ def _prune(files: Path) -> None:
 
 def _time_interleaved(runners: dict[tuple[str, str], Any], rounds: int, block: int,
                       failed: list[dict[str, str]]) -> dict[tuple[str, str], list[float]]:
-    """Seconds per call, per runtime, timed in interleaved turns; a runtime that raises at any point
-    is dropped from the timing (recorded in ``failed``), the others go on."""
+    """Seconds per call, per runtime, timed in interleaved turns, each after :func:`~.timing.settle`
+    (the runtime before may still be spinning: ONNX Runtime's threads do, and without it the
+    runtime timed after ONNX Runtime's read slow); a runtime that raises at any point is dropped
+    from the timing (recorded in ``failed``), the others go on."""
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
     live = dict(runners)
 
-    def guarded(key: tuple[str, str], calls: int) -> float | None:
+    def guarded(key: tuple[str, str], calls: int) -> float | None:  # calls=0: settle
         t0 = time.perf_counter()
         try:
+            if calls == 0:
+                settle(live[key])
             for _ in range(calls):
                 live[key]()
         except Exception as e:
             failed.append({"runtime": key[0], "precision": key[1], "error": _why(e)})
             del live[key], samples[key]
             return None
-        return (time.perf_counter() - t0) / calls
+        return (time.perf_counter() - t0) / calls if calls else 0.0
 
     for key in list(live):
         guarded(key, 5)
     for _ in range(rounds):  # interleaved in turns, so a busy spell hits every runtime alike
         for key in list(live):
-            if guarded(key, 3) is None:  # untimed: the previous runtime's threads may still be spinning
+            if guarded(key, 0) is None:  # untimed: the previous runtime's threads may still be spinning
                 continue
             seconds = guarded(key, block)
             if seconds is not None:
@@ -264,7 +269,7 @@ def probed_under_load(probe: dict[str, Any]) -> str | None:
             "re-probe by themselves once it is)")
 
 
-def run_probe(*, threads: int = 2, rounds: int = 8, block: int = 20, progress: bool = False) -> dict[str, Any]:
+def run_probe(*, threads: int = 2, rounds: int = 4, block: int = 40, progress: bool = False) -> dict[str, Any]:
     """Time each installed runtime × precision and cache the medians (and the files: see the module).
 
     A runtime that fails here (to export, to open, or to run) is left out of the probe and its reason
@@ -344,7 +349,8 @@ def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] 
             return probe
         why = "this machine's probe was taken on a busy machine and it is idle now"
     elif probe_path().exists():
-        why = "this machine's probe is out of date (runtimes installed, removed or upgraded since)"
+        why = ("this machine's probe is out of date (runtimes installed, removed or upgraded since, or made by "
+               "an earlier mobilenets)")
     else:
         why = "this machine has not been probed"
     fallback = "keeping the earlier probe" if probe is not None else "using the fixed runtime order"
