@@ -76,7 +76,8 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], *, warmup: int = 5
     the cores from whichever runtime is timed next (ten calls of a sub-millisecond model are not
     enough), and a cold thread pool would be charged to its own first call.
     """
-    from mobilenets.deploy.timing import settle as settle_on
+    if settle > 0:
+        from mobilenets.deploy.timing import settle as settle_on
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -101,5 +102,6 @@ def median_ms(samples: list[float]) -> float:
 
 
 def p90_ms(samples: list[float]) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))] * 1e3
+    from mobilenets.deploy.timing import p90
+
+    return p90(samples) * 1e3

@@ -10,7 +10,7 @@ off (``MOBILENETS_AUTO_PROBE=0``, which the test suite sets).
 Nearly all of a first probe is the exporters' own start-up (ExecuTorch's lowering alone takes about
 15 s in a fresh process; the timing itself about 2 s), so the probe keeps the small files it
 exported in ``<cache>/probe/files/<key>/``, keyed by the machine, the toolchain versions and
-the code that makes them (model, quantization, exporters): a re-probe re-measures the same files in
+the code that makes them (the model and its layers, quantization, the deploy package): a re-probe re-measures the same files in
 seconds, and any change of CPU, runtime, exporter or export code exports afresh. Each file is moved into place only when written
 whole, so an interrupted probe leaves nothing half-written to reuse; probes take turns (a lock
 file), so pruning never touches the files of one in progress."""
@@ -42,12 +42,14 @@ from . import cpu
 from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime
 from .timing import settle
 
-__all__ = ["AUTO_PROBE_ENV", "PROBE_CONFIG", "ensure_probe", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime", "probed_under_load",
-           "run_probe"]
+__all__ = ["AUTO_PROBE_ENV", "PROBE_CONFIG", "REPROBE_AFTER_S", "ensure_probe", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime", "probed_under_load",
+           "run_probe", "usable_cores"]
 
 PROBE_CONFIG = MobileNetConfig(width_multiplier=0.5, resolution=128)
 AUTO_PROBE_ENV = "MOBILENETS_AUTO_PROBE"  # "0": never probe unasked (the fixed order stays the fallback)
+REPROBE_AFTER_S = 600  # a busy probe is taken again by itself at most this often (once the machine is idle)
 _VERSION = 2  # 2: each turn settles first (timings of version 1 favoured the runtime after ONNX Runtime's)
+_FILES_VERSION = 1  # of the kept files' layout: a new probe format alone does not re-export them
 # What the probe's files depend on besides the CPU and mobilenets' code: the exporters and runtimes.
 _TOOLCHAIN = ("torch", "numpy", "onnx", "onnxscript", "onnx-ir", "onnxruntime", "openvino", "nncf", "ai-edge-litert",
               "executorch", "torchao")
@@ -89,7 +91,7 @@ def _code_digest(root: Path | None = None) -> str:
 
 def probe_files_dir() -> Path:
     """Where this machine's probe keeps its exported files, for these toolchain versions and this code."""
-    key = json.dumps({"version": _VERSION, "machine": cpu.machine_signature(), "config": PROBE_CONFIG.label,
+    key = json.dumps({"version": _FILES_VERSION, "machine": cpu.machine_signature(), "config": PROBE_CONFIG.label,
                       "toolchain": _toolchain_versions(), "code": _code_digest()}, sort_keys=True)
     return cache_dir() / "probe" / "files" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -168,10 +170,10 @@ def _time_interleaved(runners: dict[tuple[str, str], Any], rounds: int, block: i
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
     live = dict(runners)
 
-    def guarded(key: tuple[str, str], calls: int) -> float | None:  # calls=0: settle
+    def guarded(key: tuple[str, str], calls: int, *, settling: bool = False) -> float | None:
         t0 = time.perf_counter()
         try:
-            if calls == 0:
+            if settling:
                 settle(live[key])
             for _ in range(calls):
                 live[key]()
@@ -185,7 +187,7 @@ def _time_interleaved(runners: dict[tuple[str, str], Any], rounds: int, block: i
         guarded(key, 5)
     for _ in range(rounds):  # interleaved in turns, so a busy spell hits every runtime alike
         for key in list(live):
-            if guarded(key, 0) is None:  # untimed: the previous runtime's threads may still be spinning
+            if guarded(key, 0, settling=True) is None:  # untimed: the previous runtime's threads may still spin
                 continue
             seconds = guarded(key, block)
             if seconds is not None:
@@ -204,6 +206,11 @@ def _why(e: BaseException) -> str:
     return error_line(e, 200, with_type=True)
 
 
+def _now() -> float:
+    """Wall-clock seconds (the probe's age; a function, so tests can move the clock)."""
+    return time.time()
+
+
 def _load_average() -> float | None:
     try:
         return round(os.getloadavg()[0], 2)
@@ -211,17 +218,38 @@ def _load_average() -> float | None:
         return None
 
 
+def _usable_cpus() -> list[int] | None:
+    """The CPUs this process may run on (``taskset``, a container's cpuset), where the OS says."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on this platform
+        return None
+
+
+def usable_cores() -> int:
+    """How many cores this process may use: the probe's timings compete only for those."""
+    cpus = _usable_cpus()
+    return len(cpus) if cpus else os.cpu_count() or 1
+
+
+# CPU time that is work (not idle, not waiting on disk); "steal" is a neighbour VM's, which slows
+# the timing as much as another process does; "interrupt"/"dpc" are Windows' names.
+_BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal", "interrupt", "dpc")
+
+
 def _cpu_clock() -> tuple[float, float, float] | None:
-    """(wall seconds, CPU-seconds every process has used, CPU-seconds this process and its waited-for
-    children have used), read with psutil; None where it cannot read them."""
+    """(wall seconds, CPU-seconds used on this process's usable CPUs by every process, CPU-seconds
+    this process and its waited-for children have used), read with psutil; None where it cannot."""
     try:
         import psutil
 
-        every, own = psutil.cpu_times(), psutil.Process().cpu_times()
-    except Exception:  # noqa: BLE001 - no reading here: the load average stands in
+        cpus, per_cpu = _usable_cpus(), psutil.cpu_times(percpu=True)
+        chosen = [per_cpu[i] for i in cpus if i < len(per_cpu)] if cpus else per_cpu
+        busy = sum(getattr(t, field, 0.0) for t in chosen for field in _BUSY_FIELDS)
+        own = psutil.Process().cpu_times()
+        return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system
+    except Exception:  # noqa: BLE001 - no reading here (no psutil, a platform it cannot read): the load average stands in
         return None
-    busy = sum(getattr(every, field, 0.0) for field in ("user", "nice", "system", "irq", "softirq"))
-    return time.perf_counter(), busy, own.user + own.system + own.children_user + own.children_system
 
 
 def _other_load(start: tuple[float, float, float] | None, end: tuple[float, float, float] | None) -> float | None:
@@ -234,7 +262,8 @@ def _other_load(start: tuple[float, float, float] | None, end: tuple[float, floa
 
 
 def _others_now(seconds: float = 0.5) -> float | None:
-    """Cores other processes keep busy now (this one waits meanwhile), else the load average."""
+    """Cores other processes keep busy now (this one waits meanwhile), else the load average (None:
+    not known here)."""
     start = _cpu_clock()
     time.sleep(seconds)
     other = _other_load(start, _cpu_clock())
@@ -242,12 +271,19 @@ def _others_now(seconds: float = 0.5) -> float | None:
 
 
 def _busy(load: float | None, cores: int) -> bool:
-    """A 1-minute load average above half the cores: another job shares the cores being timed."""
+    """Other processes' load (in cores: :func:`_other_load`, or the load average where that is not
+    known) above half the cores: another job shares the cores being timed."""
     return load is not None and load > cores / 2
 
 
+def _idle(load: float | None, cores: int) -> bool:
+    """Clearly idle: at most a quarter of the cores busy (not merely "not busy", so that a machine
+    whose load hovers near half its cores does not re-probe on every command)."""
+    return load is not None and load <= cores / 4
+
+
 def _cores(probe: dict[str, Any]) -> int:
-    return probe.get("cpu", {}).get("cores") or os.cpu_count() or 1
+    return probe.get("usable_cores") or probe.get("cpu", {}).get("cores") or usable_cores()
 
 
 def probed_under_load(probe: dict[str, Any]) -> str | None:
@@ -264,9 +300,10 @@ def probed_under_load(probe: dict[str, Any]) -> str | None:
         if not _busy(load, cores):
             return None
         how = f"load average {load:.1f} on {cores} cores"
+    auto = os.environ.get(AUTO_PROBE_ENV, "1") != "0"
     return (f"probed on a busy machine ({how}): the defaults may not be this "
-            "machine's fastest; run `mobilenets bench --probe` again when it is idle (bench and select "
-            "re-probe by themselves once it is)")
+            "machine's fastest; run `mobilenets bench --probe` again when it is idle"
+            + (" (bench and select re-probe by themselves once it is)" if auto else ""))
 
 
 def run_probe(*, threads: int = 2, rounds: int = 4, block: int = 40, progress: bool = False) -> dict[str, Any]:
@@ -330,7 +367,7 @@ def run_probe(*, threads: int = 2, rounds: int = 4, block: int = 40, progress: b
             "config": PROBE_CONFIG.label, "threads": threads, "results": results, "exported": exported,
             "failed": failed, "toolchain": _toolchain_versions(), "pairs": [list(p) for p in _pairs()],
             "files": str(files), "seconds": round(time.perf_counter() - start, 1), "load_average": load,
-            "other_load": other}
+            "other_load": other, "usable_cores": usable_cores(), "made_at": round(_now())}
     atomic_write(probe_path(), lambda t: Path(t).write_text(json.dumps(data, indent=2) + "\n"))
     return data
 
@@ -344,8 +381,10 @@ def ensure_probe(*, threads: int = 2, progress: bool = False) -> dict[str, Any] 
         return probe
     if probe is not None:
         # A probe taken on a busy machine ranked contention, not speed: measure again once the
-        # machine is idle (seconds: the files are kept), else keep it (bench --probe and env warn).
-        if not probed_under_load(probe) or _busy(_others_now(), _cores(probe)):
+        # machine is clearly idle (seconds: the files are kept), at most every REPROBE_AFTER_S;
+        # else keep it (bench --probe and env warn).
+        if (not probed_under_load(probe) or _now() - probe.get("made_at", 0) < REPROBE_AFTER_S
+                or not _idle(_others_now(), _cores(probe))):
             return probe
         why = "this machine's probe was taken on a busy machine and it is idle now"
     elif probe_path().exists():

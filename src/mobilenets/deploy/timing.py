@@ -1,8 +1,9 @@
 """Timing runtimes one after another without one paying for another.
 
 ONNX Runtime's worker threads keep spinning on the cores for a while after each run, waiting
-for the next one (about 40 ms on the project's 2-core machines; OpenVINO, LiteRT and ExecuTorch
-go idle at once). Whatever is timed next shares the cores with them: timed straight after an
+for the next one (about 40 ms on the project's 2-core machines, measured idle; OpenVINO, LiteRT
+and ExecuTorch go idle at once; an OpenMP build of torch spins too, by default up to
+``KMP_BLOCKTIME`` = 200 ms with Intel's runtime, so eager-torch rows settle less than fully). Whatever is timed next shares the cores with them: timed straight after an
 ONNX Runtime session, in turns of 10 calls, a model read up to 2.3× its own median and 3–7× its
 p90. So every interleaved timing here first *settles*: untimed calls of the next function for
 :data:`SETTLE_SECONDS`, which also brings its weights back into cache.
