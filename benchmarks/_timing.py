@@ -76,25 +76,11 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], *, warmup: int = 5
     the cores from whichever runtime is timed next (ten calls of a sub-millisecond model are not
     enough), and a cold thread pool would be charged to its own first call.
     """
-    if settle > 0:
-        from mobilenets.deploy.timing import settle as settle_on
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    start = time.perf_counter()
-    r = 0
-    while r < rounds or time.perf_counter() - start < min_time:
-        for name, fn in fns.items():
-            if settle > 0:
-                settle_on(fn, settle)
-            for i in range(block):
-                t0 = time.perf_counter()
-                fn()
-                if block == 1 or i >= skip:
-                    times[name].append(time.perf_counter() - t0)
-        r += 1
-    return times
+    from mobilenets.deploy.timing import interleaved
+
+    timed, untimed = (1, 0) if block == 1 else (block - skip, skip)
+    return interleaved(fns, calls=rounds * timed, block=timed, warmup=warmup, skip=untimed, settle_seconds=settle,
+                       min_time=min_time)
 
 
 def median_ms(samples: list[float]) -> float:

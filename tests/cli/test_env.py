@@ -418,7 +418,9 @@ def test_every_timed_turn_of_the_probe_starts_after_settling(monkeypatch, tmp_pa
         return lambda: order.append(runtime)
     monkeypatch.setattr(bench, "make_runner", make_runner)
     monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32"), ("litert", "fp32")])
-    monkeypatch.setattr(probe, "settle", lambda fn: order.append("settle"))
+    from mobilenets.deploy import timing
+
+    monkeypatch.setattr(timing, "settle", lambda fn, seconds: order.append("settle"))
     probe.run_probe(rounds=2, block=2)
     timing = order[10:]  # after each runtime's 5 warm-up calls
     assert timing == ["settle", "onnxruntime", "onnxruntime", "settle", "litert", "litert"] * 2

@@ -56,15 +56,34 @@ def test_settle_calls_untimed_for_its_time_at_least_once():
 def test_every_timed_turn_starts_after_settling(monkeypatch):
     """The models of a bench run are timed in turns; each turn settles first, so no model pays for
     the previous one's spinning threads (ONNX Runtime's: up to 2.3× its median at 10 calls a turn)."""
-    from mobilenets.deploy import bench
+    from mobilenets.deploy import bench, timing
 
     order = []
-    monkeypatch.setattr(bench, "settle", lambda fn: order.append(("settle", fn)))
+    monkeypatch.setattr(timing, "settle", lambda fn, seconds: order.append(("settle", fn)))
     a, b = (lambda: order.append(("a",))), (lambda: order.append(("b",)))
     times = bench._interleaved_blocks([a, b], warmup=0, iters=4, min_time=0.0, desc="", progress=False, block=2)
     assert [len(t) for t in times] == [4, 4]
     assert [o[0] for o in order] == ["settle", "a", "a", "settle", "b", "b"] * 2
     assert [o[1] for o in order if o[0] == "settle"] == [a, b, a, b]
+
+
+def test_interleaved_counts_its_calls_and_drops_a_failing_function():
+    from mobilenets.deploy.timing import interleaved
+
+    calls = {"a": 0, "b": 0, "c": 0}
+
+    def fn(name):
+        def call():
+            calls[name] += 1
+            if name == "c" and calls[name] > 4:
+                raise RuntimeError("broke while timed")
+        return call
+    dropped = []
+    times = interleaved({k: fn(k) for k in calls}, calls=5, block=2, warmup=1, skip=1, settle_seconds=0.0,
+                        on_error=lambda key, e: dropped.append((key, str(e))))
+    assert {k: len(v) for k, v in times.items()} == {"a": 5, "b": 5}  # timed: 2 + 2 + 1
+    assert calls["a"] == calls["b"] == 1 + 3 * 1 + 5  # warm-up, one untimed call per turn, the timed ones
+    assert dropped == [("c", "broke while timed")]
 
 
 def test_torch_bench_writes_csv_md_png(tmp_path):

@@ -23,7 +23,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime, runtime_package
 from .probe import ensure_probe, probed_runtime
 from .results import BenchResult, format_markdown, read_results, write_results
 from .runtime import open_runtime, runtime_available
-from .timing import p90, settle, time_calls
+from .timing import interleaved, p90, time_calls
 
 __all__ = [
     "PRECISIONS",
@@ -240,28 +239,15 @@ def _torch_runner(fused: torch.nn.Module, example: torch.Tensor, precision: str,
 
 def _interleaved_blocks(fns: Sequence[Callable[[], Any]], *, warmup: int, iters: int, min_time: float,
                         desc: str, progress: bool, block: int = 25) -> list[list[float]]:
-    """Per-function call times, taken in rounds of ``block`` calls per function: a slow spell of
-    the machine (another job starting) then spreads over all configs instead of hitting one and
-    reordering the results; within a block the model's weights stay in cache, as when serving.
-    Each block starts after :func:`~.timing.settle`: the previous model's runtime may still be
-    spinning on the cores (ONNX Runtime's threads do for ~40 ms)."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    rounds = -(-iters // block)
-    bar = tqdm(total=rounds * len(fns), desc=desc, unit="block", disable=not progress, dynamic_ncols=True)
-    start = time.perf_counter()
-    r = 0
-    while r < rounds or time.perf_counter() - start < min_time:
-        for fn, out in zip(fns, times):
-            n = min(block, iters - r * block) if r < rounds else block
-            settle(fn)  # back from another model: its threads stop spinning, this one's weights into cache
-            out.extend(time_calls(fn, warmup=0, iters=n))
-            bar.update(1)
-        r += 1
-    bar.close()
-    return times
+    """Per-model call times, in turns of ``block`` calls (:func:`~.timing.interleaved`: each turn
+    settles first, as the previous model's runtime may still be spinning on the cores)."""
+    bar = tqdm(total=-(-iters // block) * len(fns), desc=desc, unit="block", disable=not progress, dynamic_ncols=True)
+    try:
+        times = interleaved(dict(enumerate(fns)), calls=iters, block=block, warmup=warmup, min_time=min_time,
+                            on_turn=lambda: bar.update(1))
+    finally:
+        bar.close()
+    return [times[i] for i in range(len(fns))]
 
 
 def benchmark(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[int] = DEFAULT_RESOLUTIONS, *,

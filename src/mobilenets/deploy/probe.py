@@ -40,7 +40,7 @@ from ..data import cache_dir
 from ..models import MobileNetV1
 from . import cpu
 from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime
-from .timing import settle
+from .timing import interleaved
 
 __all__ = ["AUTO_PROBE_ENV", "PROBE_CONFIG", "REPROBE_AFTER_S", "ensure_probe", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime", "probed_under_load",
            "run_probe", "usable_cores"]
@@ -163,36 +163,14 @@ def _prune(files: Path) -> None:
 
 def _time_interleaved(runners: dict[tuple[str, str], Any], rounds: int, block: int,
                       failed: list[dict[str, str]]) -> dict[tuple[str, str], list[float]]:
-    """Seconds per call, per runtime, timed in interleaved turns, each after :func:`~.timing.settle`
-    (the runtime before may still be spinning: ONNX Runtime's threads do, and without it the
-    runtime timed after ONNX Runtime's read slow); a runtime that raises at any point is dropped
-    from the timing (recorded in ``failed``), the others go on."""
-    samples: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
-    live = dict(runners)
+    """Seconds per call, per runtime, timed in interleaved turns that settle first
+    (:func:`~.timing.interleaved`; without settling, the runtime timed after ONNX Runtime's read
+    slow); a runtime that raises at any point is dropped from the timing (recorded in ``failed``),
+    the others go on."""
+    def dropped(key: tuple[str, str], e: Exception) -> None:
+        failed.append({"runtime": key[0], "precision": key[1], "error": _why(e)})
 
-    def guarded(key: tuple[str, str], calls: int, *, settling: bool = False) -> float | None:
-        t0 = time.perf_counter()
-        try:
-            if settling:
-                settle(live[key])
-            for _ in range(calls):
-                live[key]()
-        except Exception as e:
-            failed.append({"runtime": key[0], "precision": key[1], "error": _why(e)})
-            del live[key], samples[key]
-            return None
-        return (time.perf_counter() - t0) / calls if calls else 0.0
-
-    for key in list(live):
-        guarded(key, 5)
-    for _ in range(rounds):  # interleaved in turns, so a busy spell hits every runtime alike
-        for key in list(live):
-            if guarded(key, 0, settling=True) is None:  # untimed: the previous runtime's threads may still spin
-                continue
-            seconds = guarded(key, block)
-            if seconds is not None:
-                samples[key].append(seconds)
-    return samples
+    return interleaved(runners, calls=rounds * block, block=block, warmup=5, on_error=dropped)
 
 
 def _open(runtime: str, precision: str, threads: int, workdir: Path, reuse: bool) -> Any:

@@ -12,10 +12,12 @@ p90. So every interleaved timing here first *settles*: untimed calls of the next
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, TypeVar
 
-__all__ = ["SETTLE_SECONDS", "p90", "settle", "time_calls"]
+__all__ = ["SETTLE_SECONDS", "interleaved", "p90", "settle", "time_calls"]
+
+K = TypeVar("K", bound=Hashable)
 
 #: Untimed calls for this long before each timed turn (ONNX Runtime's spin, ~40 ms, with margin).
 SETTLE_SECONDS = 0.1
@@ -43,6 +45,58 @@ def time_calls(fn: Callable[[], Any], *, warmup: int = 10, iters: int = 50, min_
         fn()
         samples.append(time.perf_counter() - t0)
     return samples
+
+
+def interleaved(fns: Mapping[K, Callable[[], Any]], *, calls: int, block: int, warmup: int = 0, skip: int = 0,
+                settle_seconds: float = SETTLE_SECONDS, min_time: float = 0.0,
+                on_error: Callable[[K, Exception], None] | None = None,
+                on_turn: Callable[[], None] | None = None) -> dict[K, list[float]]:
+    """Seconds per call of each function, timed in turns: ``warmup`` untimed calls of each first,
+    then rounds in which each function settles (:func:`settle`), makes ``skip`` more untimed calls
+    and ``block`` timed ones, until each has ``calls`` timed calls (and ``min_time`` seconds have
+    passed). Turns spread a slow spell of the machine over every function instead of reordering
+    them; within a turn a model's weights stay in cache, as when serving.
+
+    ``on_error``: a function that raises is dropped (its times too) and ``on_error(key, e)`` told,
+    and the others go on; without it the exception propagates. ``on_turn`` is called after each
+    turn (a progress bar)."""
+    live = dict(fns)
+    times: dict[K, list[float]] = {key: [] for key in fns}
+
+    def attempt(key: K, body: Callable[[], None]) -> bool:
+        if on_error is None:
+            body()
+            return True
+        try:
+            body()
+            return True
+        except Exception as e:  # noqa: BLE001 - the caller records why, the others go on
+            on_error(key, e)
+            del live[key], times[key]
+            return False
+
+    def warm(fn: Callable[[], Any]) -> None:
+        for _ in range(warmup):
+            fn()
+
+    for key in list(live):
+        attempt(key, lambda: warm(live[key]))
+    rounds = -(-calls // block)
+    start = time.perf_counter()
+    r = 0
+    while r < rounds or time.perf_counter() - start < min_time:
+        n = min(block, calls - r * block) if r < rounds else block
+        for key in list(live):
+            def turn(fn: Callable[[], Any] = live[key], out: list[float] = times[key]) -> None:
+                if settle_seconds > 0:
+                    settle(fn, settle_seconds)
+                for _ in range(skip):
+                    fn()
+                out.extend(time_calls(fn, warmup=0, iters=n))
+            if attempt(key, turn) and on_turn is not None:
+                on_turn()
+        r += 1
+    return times
 
 
 def p90(samples: Sequence[float]) -> float:
