@@ -163,6 +163,11 @@ class Setup:
     timm_onnx: str | None  # timm's model (random weights), exported plainly; α=1.0 only
 
 
+def ours_file(tmp: str, s: Setup, suffix: str) -> str:
+    """Where our fp32 export of ``s`` in a format lives (the fp32 table writes it, the layers line reads it)."""
+    return os.path.join(tmp, f"ours_{s.label}{suffix}")
+
+
 def make_setup(label: str, n_calib: int, tmp: str) -> Setup:
     from mobilenets.data import list_images
     from mobilenets.inference import Classifier, imagenet_target
@@ -253,10 +258,8 @@ Spec = tuple[str, str, str, str, Callable[[], Entry]]
 
 def fp32_specs(s: Setup, threads: int, tmp: str, quick: bool) -> list[Spec]:
     x1 = s.x1
-    ours_onnx = os.path.join(tmp, f"ours_{s.label}.onnx")
-    ours_xml = os.path.join(tmp, f"ours_{s.label}.xml")
-    ours_tflite = os.path.join(tmp, f"ours_{s.label}.tflite")
-    ours_pte = os.path.join(tmp, f"ours_{s.label}.pte")
+    ours_onnx, ours_xml, ours_tflite, ours_pte = (ours_file(tmp, s, suffix) for suffix in (".onnx", ".xml", ".tflite",
+                                                                                          ".pte"))
 
     def exported(fmt: str, path: str) -> str:
         if not os.path.exists(path):
@@ -493,7 +496,8 @@ def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str) -> None:
     peers = [r for r in fp32 if r.kind == "peer"]
     if not fp32 or not peers:
         return
-    gflop = 2 * mobilenets.cost(s.model).mult_adds / 1e9
+    report = mobilenets.cost(s.model)
+    gflop = 2 * report.mult_adds / 1e9
     rate, blas = sgemm_gflops(threads)
     fastest, best_peer = min(fp32, key=lambda r: r.median), min(peers, key=lambda r: r.median)
     at = gflop / (fastest.median / 1e3)
@@ -501,7 +505,7 @@ def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str) -> None:
     print(f"  roofline: this machine multiplies fp32 matrices at {rate:.0f} GFLOP/s ({threads} threads, 2048², {blas}); "
           f"the fastest fp32 path [{fastest.name}] runs this network's {gflop:.2f} GFLOP at {at:.0f} GFLOP/s "
           f"({100 * at / rate:.0f}% of it); 0.8× the best peer would need {need:.0f} GFLOP/s ({100 * need / rate:.0f}%)")
-    xml = os.path.join(tmp, f"ours_{s.label}.xml")
+    xml = ours_file(tmp, s, ".xml")
     if not os.path.exists(xml):  # OpenVINO not among the runtimes run
         return
     try:
@@ -512,7 +516,7 @@ def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str) -> None:
     if ms["1x1"] <= 0:  # no layer recognized as 1x1 (other node names or kernel names)
         print("  layers: n/a (no 1x1 convolution found in OpenVINO's per-layer counters)")
         return
-    pointwise = 2 * mobilenets.cost(s.model).by_type()["conv 1x1"]["mult_adds"] / 1e9
+    pointwise = 2 * report.by_type()["conv 1x1"]["mult_adds"] / 1e9
     floor = pointwise / rate * 1e3
     print(f"  layers (OpenVINO's per-layer counters, ours fp32): 1x1 convs {ms['1x1']:.2f} ms = "
           f"{pointwise / ms['1x1'] * 1e3:.0f} GFLOP/s ({100 * pointwise / ms['1x1'] * 1e3 / rate:.0f}% of sgemm), "

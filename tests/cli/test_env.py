@@ -323,7 +323,7 @@ def test_a_probe_on_a_busy_machine_says_so(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
     monkeypatch.setattr(bench, "make_runner", _fake_exporter([]))
     monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
-    cores = probe.usable_cores()
+    cores = cpu.usable_cores()
     monkeypatch.setattr(probe, "_other_load", lambda start, end: 0.0)
     monkeypatch.setattr(probe, "_load_average", lambda: 4.0 * cores)  # a job that just ended: not contention
     assert main(["bench", "--probe", "--no-progress"]) == 0
@@ -364,13 +364,13 @@ def test_the_probe_measures_the_load_of_other_processes_beside_its_timing(monkey
     if probe._cpu_clock() is None:
         pytest.skip("psutil cannot read CPU times here")
     baseline = probe._others_now(0.5)
-    if probe.usable_cores() - baseline < 1:
-        pytest.skip(f"this machine's cores are already busy ({baseline:.1f} of {probe.usable_cores()}): nothing to measure")
+    if cpu.usable_cores() - baseline < 1:
+        pytest.skip(f"this machine's cores are already busy ({baseline:.1f} of {cpu.usable_cores()}): nothing to measure")
     own = probe.run_probe(rounds=2, block=10)["other_load"]
     assert own < baseline + 0.5, (own, baseline)  # the probe's own spinning is not other processes' load
 
     mode["work"] = "sleep"
-    n = min(2, probe.usable_cores())
+    n = min(2, cpu.usable_cores())
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
     try:
         time.sleep(0.3)  # running
@@ -379,7 +379,7 @@ def test_the_probe_measures_the_load_of_other_processes_beside_its_timing(monkey
         for b in burners:
             b.kill()
             b.wait()
-    headroom = min(n, probe.usable_cores() - baseline)  # the cores the burners can take from what already runs
+    headroom = min(n, cpu.usable_cores() - baseline)  # the cores the burners can take from what already runs
     assert busy > baseline + 0.6 * headroom, (busy, baseline, n)
 
 
@@ -439,7 +439,7 @@ def test_a_busy_probe_is_taken_again_once_the_machine_is_idle(monkeypatch, tmp_p
     calls: list[tuple[str, str, str]] = []
     monkeypatch.setattr(bench, "make_runner", _fake_exporter(calls))
     monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
-    cores = probe.usable_cores()
+    cores = cpu.usable_cores()
     load = {"other": 1.5 * cores}
     monkeypatch.setattr(probe, "_other_load", lambda start, end: load["other"])
     monkeypatch.setattr(probe, "_others_now", lambda: load["other"])

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["FEATURE_NAMES", "CpuFeatures", "cpu_features", "machine_signature"]
+__all__ = ["FEATURE_NAMES", "CpuFeatures", "cpu_features", "machine_signature", "usable_cores", "usable_cpus"]
 
 FEATURE_NAMES = ("avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx")
 
@@ -111,3 +111,17 @@ def cpu_features() -> CpuFeatures:
 def machine_signature() -> str:
     """A one-line description of this CPU, to tell apart results measured on different machines."""
     return cpu_features().signature()
+
+
+def usable_cpus() -> list[int] | None:
+    """The CPUs this process may run on (``taskset``, a container's cpuset), where the OS says."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on this platform
+        return None
+
+
+def usable_cores() -> int:
+    """How many cores this process may use: the probe's timings compete only for those."""
+    cpus = usable_cpus()
+    return len(cpus) if cpus else os.cpu_count() or 1

@@ -43,7 +43,7 @@ from .formats import EAGER_RUNTIME, RUNTIMES, format_of_runtime
 from .timing import interleaved
 
 __all__ = ["AUTO_PROBE_ENV", "PROBE_CONFIG", "REPROBE_AFTER_S", "ensure_probe", "load_probe", "precisions_to_probe", "probe_files_dir", "probe_path", "probed_runtime", "probed_under_load",
-           "run_probe", "usable_cores"]
+           "run_probe"]
 
 PROBE_CONFIG = MobileNetConfig(width_multiplier=0.5, resolution=128)
 AUTO_PROBE_ENV = "MOBILENETS_AUTO_PROBE"  # "0": never probe unasked (the fixed order stays the fallback)
@@ -196,20 +196,6 @@ def _load_average() -> float | None:
         return None
 
 
-def _usable_cpus() -> list[int] | None:
-    """The CPUs this process may run on (``taskset``, a container's cpuset), where the OS says."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on this platform
-        return None
-
-
-def usable_cores() -> int:
-    """How many cores this process may use: the probe's timings compete only for those."""
-    cpus = _usable_cpus()
-    return len(cpus) if cpus else os.cpu_count() or 1
-
-
 # CPU time that is work (not idle, not waiting on disk); "steal" is a neighbour VM's, which slows
 # the timing as much as another process does; "interrupt"/"dpc" are Windows' names.
 _BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal", "interrupt", "dpc")
@@ -221,7 +207,7 @@ def _cpu_clock() -> tuple[float, float, float] | None:
     try:
         import psutil
 
-        cpus, per_cpu = _usable_cpus(), psutil.cpu_times(percpu=True)
+        cpus, per_cpu = cpu.usable_cpus(), psutil.cpu_times(percpu=True)
         chosen = [per_cpu[i] for i in cpus if i < len(per_cpu)] if cpus else per_cpu
         busy = sum(getattr(t, field, 0.0) for t in chosen for field in _BUSY_FIELDS)
         own = psutil.Process().cpu_times()
@@ -261,7 +247,7 @@ def _idle(load: float | None, cores: int) -> bool:
 
 
 def _cores(probe: dict[str, Any]) -> int:
-    return probe.get("usable_cores") or probe.get("cpu", {}).get("cores") or usable_cores()
+    return probe.get("usable_cores") or probe.get("cpu", {}).get("cores") or cpu.usable_cores()
 
 
 def probed_under_load(probe: dict[str, Any]) -> str | None:
@@ -269,15 +255,11 @@ def probed_under_load(probe: dict[str, Any]) -> str | None:
     busy while it timed; where that was not measured, a 1-minute load average above half the cores):
     its sub-millisecond timings then rank the runtimes by who copes with contention, not by speed."""
     other, cores = probe.get("other_load"), _cores(probe)
-    if other is not None:
-        if not _busy(other, cores):
-            return None
-        how = f"other processes kept {other:.1f} of its {cores} cores busy while it timed"
-    else:
-        load = probe.get("load_average")
-        if not _busy(load, cores):
-            return None
-        how = f"load average {load:.1f} on {cores} cores"
+    load = other if other is not None else probe.get("load_average")
+    if not _busy(load, cores):
+        return None
+    how = (f"other processes kept {other:.1f} of its {cores} cores busy while it timed" if other is not None
+           else f"load average {load:.1f} on {cores} cores")
     auto = os.environ.get(AUTO_PROBE_ENV, "1") != "0"
     return (f"probed on a busy machine ({how}): the defaults may not be this "
             "machine's fastest; run `mobilenets bench --probe` again when it is idle"
@@ -345,7 +327,7 @@ def run_probe(*, threads: int = 2, rounds: int = 4, block: int = 40, progress: b
             "config": PROBE_CONFIG.label, "threads": threads, "results": results, "exported": exported,
             "failed": failed, "toolchain": _toolchain_versions(), "pairs": [list(p) for p in _pairs()],
             "files": str(files), "seconds": round(time.perf_counter() - start, 1), "load_average": load,
-            "other_load": other, "usable_cores": usable_cores(), "made_at": round(_now())}
+            "other_load": other, "usable_cores": cpu.usable_cores(), "made_at": round(_now())}
     atomic_write(probe_path(), lambda t: Path(t).write_text(json.dumps(data, indent=2) + "\n"))
     return data
 

@@ -1,11 +1,11 @@
 """Timing runtimes one after another without one paying for another.
 
 ONNX Runtime's worker threads keep spinning on the cores for a while after each run, waiting
-for the next one (about 40 ms on the project's 2-core machines, measured idle; OpenVINO, LiteRT
-and ExecuTorch go idle at once; an OpenMP build of torch spins too, by default up to
-``KMP_BLOCKTIME`` = 200 ms with Intel's runtime, so eager-torch rows settle less than fully). Whatever is timed next shares the cores with them: timed straight after an
-ONNX Runtime session, in turns of 10 calls, a model read up to 2.3× its own median and 3–7× its
-p90. So every interleaved timing here first *settles*: untimed calls of the next function for
+for the next one: about 40 ms, measured idle on the Xeon with psutil. OpenVINO, LiteRT and
+ExecuTorch went idle at once. torch's OpenMP threads may spin longer (Intel's runtime defaults to
+``KMP_BLOCKTIME`` = 200 ms; not measured here), so eager-torch rows may settle less than fully.
+Whatever is timed next shares the cores with the spinning threads: timed straight after an ONNX
+Runtime session, in turns of 10 calls, a model read up to 2.3× its own median and 3–7× its p90. So every interleaved timing here first *settles*: untimed calls of the next function for
 :data:`SETTLE_SECONDS`, which also brings its weights back into cache.
 """
 
@@ -64,14 +64,13 @@ def interleaved(fns: Mapping[K, Callable[[], Any]], *, calls: int, block: int, w
     times: dict[K, list[float]] = {key: [] for key in fns}
 
     def attempt(key: K, body: Callable[[], None]) -> bool:
-        if on_error is None:
-            body()
-            return True
         try:
             body()
             return True
-        except Exception as e:  # noqa: BLE001 - the caller records why, the others go on
-            on_error(key, e)
+        except Exception as e:
+            if on_error is None:
+                raise
+            on_error(key, e)  # the caller records why; the others go on
             del live[key], times[key]
             return False
 
