@@ -34,9 +34,14 @@ reference rows; for a smoke run, not for figures to quote.
 
 After each fp32 table a roofline line compares the fastest fp32 path's GFLOP/s with this
 machine's fp32 matrix-multiply rate (numpy's or torch's BLAS, 2048², same threads), and says what
-the issue's ≤ 0.8× target would need; a layers line then splits our OpenVINO file's time (its own
-per-layer counters) into the 1x1 convolutions, the depthwise ones and the rest, with the 1x1 convs'
-GFLOP/s and the floor they alone would set at the sgemm rate.
+the issue's ≤ 0.8× target would need; an FMA-peak line compares both with the cores' own peak (a
+register-only FMA loop compiled for this CPU: ``_peak.py``), the ceiling no fp32 kernel passes; a
+layers line then splits our OpenVINO file's time (its own per-layer counters) into the 1x1
+convolutions, the depthwise ones and the rest, with the 1x1 convs' GFLOP/s and the floor they alone
+would set at the sgemm rate and at the FMA peak.
+
+A steadiness line before and after the tables (the FMA loop and a 16 MB read, each in ~4 ms
+windows: median and 10th percentile) says whether the machine was steady while it was measured.
 
 ``--calibration-draws K`` (default 5): after the 0.5-160 int8 table, each of our int8 paths is
 exported again on K calibration draws (seeds 0..K-1) and its mean top-1 and agreement are compared
@@ -61,6 +66,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import _peak
 from _timing import interleaved_medians, machine, median_ms, p90_ms, sgemm_gflops
 
 import mobilenets
@@ -429,7 +435,7 @@ class Row:
 
 
 def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], threads: int, turns: int,
-              block: int, skip: int, tmp: str) -> list[Row]:
+              block: int, skip: int, tmp: str, peak: _peak.Peak | None = None) -> list[Row]:
     title = f"{precision} {s.label}"
     entries: list[Entry] = []
     for name, kind, prec, runtime, factory in specs:
@@ -472,7 +478,7 @@ def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], t
             print(f"  {p}: ours [{o.name}] {o.median:.3f} ms / best peer [{b.name}] {b.median:.3f} ms = "
                   f"{o.median / b.median:.3f} ({verdict} ≤ 1.0)")
     if precision == "fp32":
-        _roofline(s, rows, threads, tmp)
+        _roofline(s, rows, threads, tmp, peak)
     if precision == "fp32" and not cpu.cpu_features().bf16:
         print("  bf16: not accelerated on this CPU (no AVX512_BF16 or AMX): not timed (it would run as fp32)")
     if precision == "int8" and s.google is not None and not s.embedding:
@@ -486,12 +492,22 @@ def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], t
     return rows
 
 
-def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str) -> None:
-    """How close the fastest fp32 path is to this machine's fp32 multiply rate, and what a given
-    speed-up over the best peer (the issue's 0.8×) would need: a target above the sgemm rate cannot
-    be met by any fp32 kernel, only by doing less arithmetic or doing it in another precision. Then,
-    from OpenVINO's per-layer counters on our file, how fast the 1x1 convolutions (95% of the
-    Mult-Adds) already run: at the sgemm rate they alone would take a floor no path goes under."""
+def _steadiness(peak: _peak.Peak | None, when: str) -> str:
+    """Whether the machine was steady while it was measured (a shared host's other tenants show as a
+    long low tail): a table measured between two steady lines can be quoted, one between unsteady
+    ones is a range, not a figure."""
+    if peak is None:
+        return f"steadiness {when}: n/a (the loop needs gcc with OpenMP and an x86 CPU with FMA)"
+    return f"{peak.line()} [{when}]"
+
+
+def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str, peak: _peak.Peak | None = None) -> None:
+    """How close the fastest fp32 path is to this machine's fp32 multiply rate and to its FMA
+    units' measured peak, and what a given speed-up over the best peer (the issue's 0.8×) would
+    need: a target above the FMA peak cannot be met by any fp32 kernel, only by doing less
+    arithmetic or doing it in another precision. Then, from OpenVINO's per-layer counters on our
+    file, how fast the 1x1 convolutions (95% of the Mult-Adds) already run, and the floor they
+    alone would set at the sgemm rate and at the FMA peak."""
     fp32 = [r for r in rows if r.precision == "fp32" and r.kind in ("ours", "peer")]
     peers = [r for r in fp32 if r.kind == "peer"]
     if not fp32 or not peers:
@@ -505,6 +521,15 @@ def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str) -> None:
     print(f"  roofline: this machine multiplies fp32 matrices at {rate:.0f} GFLOP/s ({threads} threads, 2048², {blas}); "
           f"the fastest fp32 path [{fastest.name}] runs this network's {gflop:.2f} GFLOP at {at:.0f} GFLOP/s "
           f"({100 * at / rate:.0f}% of it); 0.8× the best peer would need {need:.0f} GFLOP/s ({100 * need / rate:.0f}%)")
+    if peak is not None:
+        top = peak.fma.best
+        print(f"  FMA peak: the cores' register FMA loop ({peak.isa}, {threads} threads, the best ~4 ms window) "
+              f"runs {top:.0f} GFLOP/s; sgemm is {100 * rate / top:.0f}% of it, the fastest fp32 path "
+              f"{100 * at / top:.0f}%, and 0.8× the best peer would need {100 * need / top:.0f}% of it over the "
+              f"whole network ({gflop / top * 1e3:.2f} ms if every FLOP ran at the peak, "
+              f"{0.8 * best_peer.median:.2f} ms the target)")
+    else:
+        print("  FMA peak: n/a (the register FMA loop needs gcc with OpenMP and an x86 CPU with FMA)")
     xml = ours_file(tmp, s, ".xml")
     if not os.path.exists(xml):  # OpenVINO not among the runtimes run
         return
@@ -521,7 +546,10 @@ def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str) -> None:
     print(f"  layers (OpenVINO's per-layer counters, ours fp32): 1x1 convs {ms['1x1']:.2f} ms = "
           f"{pointwise / ms['1x1'] * 1e3:.0f} GFLOP/s ({100 * pointwise / ms['1x1'] * 1e3 / rate:.0f}% of sgemm), "
           f"depthwise {ms['depthwise']:.2f} ms, the rest {ms['rest']:.2f} ms; at the sgemm rate the 1x1 convs alone "
-          f"would take {floor:.2f} ms, against {0.8 * best_peer.median:.2f} ms for 0.8× the best peer")
+          f"would take {floor:.2f} ms"
+          + (f" ({pointwise / peak.fma.best * 1e3:.2f} ms at the FMA peak, where they run at "
+             f"{100 * pointwise / ms['1x1'] * 1e3 / peak.fma.best:.0f}% of it)" if peak is not None else "")
+          + f", against {0.8 * best_peer.median:.2f} ms for 0.8× the best peer")
 
 
 def _openvino_layer_ms(xml: str, x: np.ndarray, threads: int, calls: int = 200) -> dict[str, float]:
@@ -703,6 +731,8 @@ def main() -> int:
           f"{REGISTRY['onnx'].describe(True)}; OpenVINO {REGISTRY['openvino'].describe(True)}")
     print(f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__.split('-')[0]}, "
           f"timm {__import__('timm').__version__}")
+    peak = _peak.measure(args.threads)
+    print(_steadiness(peak, "before the tables"))
     if args.quick:
         block, skip, turns, n_calib = QUICK_BLOCK, QUICK_SKIP, QUICK_TURNS, min(args.calibration_images,
                                                                                 QUICK_CALIBRATION)
@@ -716,11 +746,12 @@ def main() -> int:
             for precision in precisions:
                 specs = fp32_specs(s, args.threads, tmp, args.quick) if precision == "fp32" else \
                     int8_specs(s, args.threads, tmp)
-                rows += run_table(precision, s, specs, runtimes, args.threads, turns, block, skip, tmp)
+                rows += run_table(precision, s, specs, runtimes, args.threads, turns, block, skip, tmp, peak)
                 if precision == "int8" and not args.quick and not s.embedding:
                     calibration_draws(s, rows, args.calibration_draws, n_calib, runtimes, args.threads, tmp)
         if args.cifar_checkpoint:
             part_c(args.cifar_checkpoint, args.cifar_data, args.cifar_calibration, tmp)
+    print("\n" + _steadiness(_peak.measure(args.threads), "after the tables"))
     print("\nsummary (markdown; bold = ours; ratio = median / the fastest peer of the same precision):\n")
     print(_markdown(rows))
     return 0
