@@ -297,3 +297,23 @@ def test_out_is_checked_before_measuring(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert rc == 2 and str(out) in err and err.count("\n") == 1 and "Traceback" not in err
     assert afile.read_text() == "keep me"
+
+
+@pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert missing")
+def test_default_threads_are_the_cores_this_process_may_use(monkeypatch):
+    """Without --threads a runtime gets one thread per CPU the process may run on (taskset, a
+    container's cpuset), not per CPU of the host, and the result records that count."""
+    monkeypatch.setattr(cpu_mod.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert cpu_mod.usable_cores() == 1
+    seen = {}
+    import ai_edge_litert.interpreter as lite
+
+    real = lite.Interpreter
+
+    def spy(*args, **kwargs):
+        seen["num_threads"] = kwargs.get("num_threads")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lite, "Interpreter", spy)
+    (r,) = benchmark(**{**TINY, "threads": None}, runtime="litert", precision="fp32")
+    assert seen["num_threads"] == 1 and r.threads == 1

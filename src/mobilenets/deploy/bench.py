@@ -277,7 +277,7 @@ def benchmark(widths: Sequence[float] = DEFAULT_WIDTHS, resolutions: Sequence[in
     features = cpu.cpu_features()
     if show_cpu or (show_cpu is None and progress):
         print(features.summary(), file=sys.stderr, flush=True)
-    used_threads = threads or (torch.get_num_threads() if runtime == EAGER_RUNTIME else os.cpu_count() or 1)
+    used_threads = threads or (torch.get_num_threads() if runtime == EAGER_RUNTIME else cpu.usable_cores())
     with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as workdir:
         fns = []
         for config in tqdm(configs, desc=f"build {runtime} {precision}", unit="model", disable=not progress,

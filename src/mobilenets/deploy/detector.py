@@ -40,6 +40,7 @@ from ..data import list_images, load_image
 from ..data.detection import open_detection_data
 from ..inference.detect import resize_for_detector
 from ..quant import fuse
+from .cpu import usable_cores
 from .export import ExportReport
 from .formats import REGISTRY
 from .formats.onnx import ort_session_options, write_onnx_int8
@@ -149,7 +150,7 @@ def open_detector_runtime(path: str | os.PathLike, format: str, *, threads: int 
     (a ``postprocess`` file: batch 1, its detection outputs, see :func:`runtime_detections`)."""
     if format == "tflite":
         litert = need("ai_edge_litert.interpreter", "ai-edge-litert", "running TFLite files")
-        interp = litert.Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1)
+        interp = litert.Interpreter(model_path=str(path), num_threads=threads or usable_cores())
         interp.allocate_tensors()
         inp = interp.get_input_details()[0]["index"]
         outs = [d["index"] for d in interp.get_output_details()]

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..._utils import atomic_write
+from ..cpu import usable_cores
 from ..runner import Runner
 from ..support import need, quiet
 from .base import METADATA_KEY, Format
@@ -111,9 +112,9 @@ def _runtime_lib() -> Any:
 
 def _set_threads(threads: int | None) -> None:
     """ExecuTorch's XNNPACK threadpool is process-wide: size it as the other runtimes are sized
-    (``threads``, default one per CPU), resetting it only when it differs."""
+    (``threads``, default one per CPU this process may use), resetting it only when it differs."""
     portable = _runtime_lib()
-    want = threads or os.cpu_count() or 1
+    want = threads or usable_cores()
     with _native_stderr_silenced():  # (the first call creates the pool, which logs its CPU probing)
         if portable._threadpool_get_thread_count() != want:
             portable._unsafe_reset_threadpool(want)

@@ -3,13 +3,13 @@ int8 by LiteRT's post-training quantizer."""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import torch
 from torch import nn
 
 from ...quant import correct_bias_for_int8
+from ..cpu import usable_cores
 from ..runner import Runner
 from ..support import need
 from .base import METADATA_KEY, Format
@@ -38,7 +38,7 @@ def open_tflite(path: str, *, threads: int | None = None, precision: str = "fp32
     """A LiteRT interpreter (XNNPACK) on ``path``; accepts NCHW or the file's NHWC input."""
     litert = need("ai_edge_litert.interpreter", "ai-edge-litert", "running TFLite files")
     version = getattr(need("ai_edge_litert", "ai-edge-litert", "running TFLite files"), "__version__", "")
-    interp = litert.Interpreter(model_path=path, num_threads=threads or os.cpu_count() or 1)
+    interp = litert.Interpreter(model_path=path, num_threads=threads or usable_cores())
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
