@@ -489,3 +489,19 @@ def test_only_the_code_that_makes_the_probe_files_keys_them(tmp_path):
         before = probe._code_digest(tmp_path)
         (tmp_path / path).write_text("changed = True\n")
         assert probe._code_digest(tmp_path) != before, path
+
+
+def test_usable_cores_follow_affinity_and_a_container_cpu_quota(monkeypatch):
+    """The cores a process may use: the CPUs it may run on and, in a container, its CPU quota
+    (``docker --cpus 1`` on a bigger host); loky reads the cgroup files, we take the minimum."""
+    from joblib.externals.loky.backend import context
+
+    monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(context.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(context, "_cpu_count_cgroup", lambda os_count: os_count)  # no quota
+    assert cpu.usable_cores() == 8
+    monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)  # taskset -c 0-2
+    assert cpu.usable_cores() == 3
+    monkeypatch.setattr(context, "_cpu_count_cgroup", lambda os_count: 1)  # a 1-CPU quota
+    assert cpu.usable_cores() == 1

@@ -122,6 +122,13 @@ def usable_cpus() -> list[int] | None:
 
 
 def usable_cores() -> int:
-    """How many cores this process may use: the probe's timings compete only for those."""
-    cpus = usable_cpus()
-    return len(cpus) if cpus else os.cpu_count() or 1
+    """How many cores this process may use: the CPUs it may run on (``taskset``, a cpuset) and, in a
+    container, its CPU quota (``docker --cpus``, cgroup v1 or v2), as joblib's loky reads them. The
+    default thread count of every runtime, and what the probe's timings compete for: a 2-CPU quota
+    on a 64-core host must not start 64 threads."""
+    try:
+        from joblib.externals.loky import cpu_count
+    except ImportError:  # joblib is declared; without it, affinity alone
+        cpus = usable_cpus()
+        return len(cpus) if cpus else os.cpu_count() or 1
+    return max(1, cpu_count(only_physical_cores=False))
