@@ -6,8 +6,9 @@ Zen 4 OpenVINO's 1x1 convolutions ran at 111% of numpy's 2048² sgemm. The ceili
 passes is the FMA units' peak, so it is measured here directly: a loop of independent fused
 multiply-adds on registers (24 chains of AVX-512, or 12 of AVX2 FMA, more than latency × ports on
 any x86 core we run on), on the same threads as the benchmark, compiled for this CPU by gcc
-(``-march=native``). The same loop in windows of a few milliseconds, and a read of a 16 MB buffer
-(1.0-224's fp32 weights are 16.9 MB), say whether the machine was steady while it was measured:
+(``-march=native``). The same loop in windows of a few milliseconds (the line gives their length), and a read of a 16 MB buffer
+(1.0-224's fp32 weights are 16.9 MB; within the L3 of the CPUs measured so far, so this is a cache
+rate, not DRAM bandwidth), say whether the machine was steady while it was measured:
 a shared host whose other tenants take a core or thrash the cache shows it as a long low tail.
 
 Needs gcc with OpenMP and an x86 CPU with FMA; anything else returns None, and the lines say n/a.
@@ -52,20 +53,30 @@ typedef __m256 vec;
 #else
 #error "this CPU has no FMA"
 #endif
-/* peak MODE THREADS WORK WINDOWS: one line per window (GFLOP/s for fma, GB/s for read) */
+/* peak MODE THREADS WORK WINDOWS: the ISA, then one line per window: its rate (GFLOP/s for fma,
+   GB/s for read) and its length in ms. read: WORK bytes, read PASSES times per window. */
+#define PASSES 24
 int main(int argc, char **argv) {
   if (argc != 5) return 2;
   int fma = strcmp(argv[1], "fma") == 0, threads = atoi(argv[2]), windows = atoi(argv[4]);
   long work = atol(argv[3]);
-  long n = work / sizeof(float); /* read: floats in the buffer */
-  float *buf = fma ? 0 : aligned_alloc(64, n * sizeof(float));
-  if (!fma) for (long i = 0; i < n; i++) buf[i] = (float)(i & 1023);
+  long n = work / sizeof(float); /* read: floats in the buffer, whole blocks of LANES * ACCS */
+  n -= n % (LANES * ACCS);
+  float *buf = 0;
+  if (!fma) {
+    buf = aligned_alloc(64, n * sizeof(float));
+    if (!buf) return 3;
+    for (long i = 0; i < n; i++) buf[i] = (float)(i & 1023);
+  }
   double sink = 0;
   printf("%s\n", ISA);
   for (int w = 0; w < windows; w++) {
+    int team = 1;
     double t0 = omp_get_wtime();
 #pragma omp parallel num_threads(threads) reduction(+:sink)
     {
+#pragma omp single
+      team = omp_get_num_threads();
       vec acc[ACCS];
       float out[LANES];
       for (int k = 0; k < ACCS; k++) acc[k] = SET1((float)(k + omp_get_thread_num()));
@@ -76,10 +87,14 @@ int main(int argc, char **argv) {
           for (int k = 0; k < ACCS; k++) acc[k] = FMA(acc[k], m, c);
         }
       } else {
-#pragma omp for schedule(static)
-        for (long i = 0; i < n; i += LANES * ACCS) {
+        /* each thread reads its own slice PASSES times: one barrier per window, as in the fma loop */
+        long blocks = n / (LANES * ACCS), t = omp_get_thread_num(), nt = omp_get_num_threads();
+        long lo = blocks * t / nt * (LANES * ACCS), hi = blocks * (t + 1) / nt * (LANES * ACCS);
+        for (int pass = 0; pass < PASSES; pass++) {
+          for (long i = lo; i < hi; i += LANES * ACCS) {
 #pragma GCC unroll 24
-          for (int k = 0; k < ACCS; k++) acc[k] = ADD(acc[k], LOAD(buf + i + k * LANES));
+            for (int k = 0; k < ACCS; k++) acc[k] = ADD(acc[k], LOAD(buf + i + k * LANES));
+          }
         }
       }
       vec s = acc[0];
@@ -88,30 +103,33 @@ int main(int argc, char **argv) {
       sink += out[0];
     }
     double dt = omp_get_wtime() - t0;
-    if (fma) printf("%.3f\n", 2.0 * LANES * ACCS * (double)work * threads / dt / 1e9);
-    else printf("%.3f\n", (double)n * sizeof(float) / dt / 1e9);
+    if (fma) printf("%.3f %.3f\n", 2.0 * LANES * ACCS * (double)work * team / dt / 1e9, dt * 1e3);
+    else printf("%.3f %.3f\n", (double)PASSES * n * sizeof(float) / dt / 1e9, dt * 1e3);
   }
   fprintf(stderr, "%g\n", sink);
   return 0;
 }
 """
 
-# fma: iterations of 24 (AVX-512) or 12 (AVX2) chains per thread per window, about 4 ms on a
-# 3 GHz core; read: bytes in the buffer (a multiple of 24 × 64 B), read once per window
+# fma: iterations of 24 (AVX-512) or 12 (AVX2) chains per thread per window (2–7 ms on the CPUs
+# measured so far); read: bytes in the buffer, read 24 times per window (a few ms)
 _FMA_ITERS = 1_000_000
-_READ_BYTES = (16 << 20) // 1536 * 1536
+_READ_BYTES = 16 << 20
+_FLAGS = ("-O2", "-march=native", "-fopenmp")
 
 
 @dataclass(frozen=True)
 class Spread:
-    """One loop's rate over many short windows: the best, the median and the 10th percentile."""
+    """One loop's rate over many short windows: the best, the median and the 10th percentile, and
+    the windows' median length."""
 
     best: float
     median: float
     p10: float
+    window_ms: float
 
     def line(self, unit: str) -> str:
-        return (f"median {self.median:.0f} {unit}, 10th percentile {self.p10:.0f} "
+        return (f"in windows of {self.window_ms:.1f} ms median {self.median:.0f} {unit}, 10th percentile {self.p10:.0f} "
                 f"({100 * self.p10 / self.median:.0f}% of the median), best {self.best:.0f}")
 
 
@@ -125,7 +143,7 @@ class Peak:
     read: Spread  # GB/s
 
     def line(self) -> str:
-        return (f"steadiness ({self.threads} threads, {self.isa}): register FMA loop in ~4 ms windows "
+        return (f"steadiness ({self.threads} threads, {self.isa}): register FMA loop "
                 f"{self.fma.line('GFLOP/s')}; 16 MB read {self.read.line('GB/s')}")
 
 
@@ -134,11 +152,13 @@ def _binary() -> str | None:
     gcc = shutil.which("gcc")
     if gcc is None:
         return None
+    from mobilenets.data.archives import cache_dir
     from mobilenets.deploy import cpu
 
-    key = hashlib.sha256((_SOURCE + cpu.cpu_features().summary()).encode()).hexdigest()[:16]
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                         "mobilenets", "bench-peak", key)
+    version = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    key = hashlib.sha256("\0".join([_SOURCE, cpu.cpu_features().summary(), version, *_FLAGS]).encode()
+                         ).hexdigest()[:16]
+    cache = str(cache_dir() / "bench-peak" / key)
     exe = os.path.join(cache, "peak")
     if os.path.exists(exe):
         return exe
@@ -147,7 +167,7 @@ def _binary() -> str | None:
         src, out = os.path.join(tmp, "peak.c"), os.path.join(tmp, "peak")
         with open(src, "w") as f:
             f.write(_SOURCE)
-        r = subprocess.run([gcc, "-O2", "-march=native", "-fopenmp", src, "-o", out],
+        r = subprocess.run([gcc, *_FLAGS, src, "-o", out],
                            capture_output=True, text=True)
         if r.returncode != 0:
             return None
@@ -158,9 +178,11 @@ def _binary() -> str | None:
 def _spread(exe: str, mode: str, threads: int, work: int, windows: int) -> tuple[str, Spread]:
     r = subprocess.run([exe, mode, str(threads), str(work), str(windows)], capture_output=True, text=True,
                        check=True, timeout=120)
-    isa, *values = r.stdout.split()
-    rates = sorted(float(v) for v in values[1:])  # the first window warms the threads and the buffer
-    return isa, Spread(rates[-1], statistics.median(rates), rates[len(rates) // 10])
+    isa, *lines = r.stdout.splitlines()
+    windows_ = [tuple(map(float, line.split())) for line in lines[1:]]  # the first warms threads and buffer
+    rates = sorted(rate for rate, _ in windows_)
+    return isa, Spread(rates[-1], statistics.median(rates), rates[len(rates) // 10],
+                       statistics.median(ms for _, ms in windows_))
 
 
 def measure(threads: int, windows: int = 300) -> Peak | None:

@@ -40,8 +40,8 @@ layers line then splits our OpenVINO file's time (its own per-layer counters) in
 convolutions, the depthwise ones and the rest, with the 1x1 convs' GFLOP/s and the floor they alone
 would set at the sgemm rate and at the FMA peak.
 
-A steadiness line before and after the tables (the FMA loop and a 16 MB read, each in ~4 ms
-windows: median and 10th percentile) says whether the machine was steady while it was measured.
+A steadiness line before and after the tables (the FMA loop and a 16 MB read, each in some 300
+windows of a few ms: their median length, median rate and 10th percentile) says whether the machine was steady while it was measured.
 
 ``--calibration-draws K`` (default 5): after the 0.5-160 int8 table, each of our int8 paths is
 exported again on K calibration draws (seeds 0..K-1) and its mean top-1 and agreement are compared
@@ -523,7 +523,7 @@ def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str, peak: _peak.Pea
           f"({100 * at / rate:.0f}% of it); 0.8× the best peer would need {need:.0f} GFLOP/s ({100 * need / rate:.0f}%)")
     if peak is not None:
         top = peak.fma.best
-        print(f"  FMA peak: the cores' register FMA loop ({peak.isa}, {threads} threads, the best ~4 ms window) "
+        print(f"  FMA peak: the cores' register FMA loop ({peak.isa}, {threads} threads, the best of its windows) "
               f"runs {top:.0f} GFLOP/s; sgemm is {100 * rate / top:.0f}% of it, the fastest fp32 path "
               f"{100 * at / top:.0f}%, and 0.8× the best peer would need {100 * need / top:.0f}% of it over the "
               f"whole network ({gflop / top * 1e3:.2f} ms if every FLOP ran at the peak, "

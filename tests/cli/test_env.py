@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 
 import pytest
 
@@ -323,7 +324,7 @@ def test_a_probe_on_a_busy_machine_says_so(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))
     monkeypatch.setattr(bench, "make_runner", _fake_exporter([]))
     monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
-    cores = cpu.usable_cores()
+    cores = cpu.schedulable_cores()
     monkeypatch.setattr(probe, "_other_load", lambda start, end: 0.0)
     monkeypatch.setattr(probe, "_load_average", lambda: 4.0 * cores)  # a job that just ended: not contention
     assert main(["bench", "--probe", "--no-progress"]) == 0
@@ -364,13 +365,13 @@ def test_the_probe_measures_the_load_of_other_processes_beside_its_timing(monkey
     if probe._cpu_clock() is None:
         pytest.skip("psutil cannot read CPU times here")
     baseline = probe._others_now(0.5)
-    if cpu.usable_cores() - baseline < 1:
-        pytest.skip(f"this machine's cores are already busy ({baseline:.1f} of {cpu.usable_cores()}): nothing to measure")
+    if cpu.schedulable_cores() - baseline < 1:
+        pytest.skip(f"this machine's cores are already busy ({baseline:.1f} of {cpu.schedulable_cores()}): nothing to measure")
     own = probe.run_probe(rounds=2, block=10)["other_load"]
     assert own < baseline + 0.5, (own, baseline)  # the probe's own spinning is not other processes' load
 
     mode["work"] = "sleep"
-    n = min(2, cpu.usable_cores())
+    n = min(2, cpu.schedulable_cores())
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
     try:
         time.sleep(0.3)  # running
@@ -379,7 +380,7 @@ def test_the_probe_measures_the_load_of_other_processes_beside_its_timing(monkey
         for b in burners:
             b.kill()
             b.wait()
-    headroom = min(n, cpu.usable_cores() - baseline)  # the cores the burners can take from what already runs
+    headroom = min(n, cpu.schedulable_cores() - baseline)  # the cores the burners can take from what already runs
     assert busy > baseline + 0.6 * headroom, (busy, baseline, n)
 
 
@@ -439,7 +440,7 @@ def test_a_busy_probe_is_taken_again_once_the_machine_is_idle(monkeypatch, tmp_p
     calls: list[tuple[str, str, str]] = []
     monkeypatch.setattr(bench, "make_runner", _fake_exporter(calls))
     monkeypatch.setattr(probe, "_pairs", lambda: [("onnxruntime", "fp32")])
-    cores = cpu.usable_cores()
+    cores = cpu.schedulable_cores()
     load = {"other": 1.5 * cores}
     monkeypatch.setattr(probe, "_other_load", lambda start, end: load["other"])
     monkeypatch.setattr(probe, "_others_now", lambda: load["other"])
@@ -496,6 +497,7 @@ def test_usable_cores_follow_affinity_and_a_container_cpu_quota(monkeypatch):
     (``docker --cpus 1`` on a bigger host); loky reads the cgroup files, we take the minimum."""
     from joblib.externals.loky.backend import context
 
+    monkeypatch.delenv("LOKY_MAX_CPU_COUNT", raising=False)
     monkeypatch.setattr(cpu.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setattr(cpu.os, "cpu_count", lambda: 8)
     monkeypatch.setattr(context.os, "cpu_count", lambda: 8)
@@ -505,3 +507,17 @@ def test_usable_cores_follow_affinity_and_a_container_cpu_quota(monkeypatch):
     assert cpu.usable_cores() == 3
     monkeypatch.setattr(context, "_cpu_count_cgroup", lambda os_count: 1)  # a 1-CPU quota
     assert cpu.usable_cores() == 1
+    assert cpu.schedulable_cores() == 3  # the CPUs load is counted on: a quota does not shrink them
+    monkeypatch.setitem(sys.modules, "joblib.externals.loky", None)  # no joblib: affinity alone
+    assert cpu.usable_cores() == 3
+
+
+def test_a_cpu_quota_does_not_make_other_tenants_load_look_like_contention():
+    """The probe counts other processes' load over every CPU it may be scheduled on, so it judges
+    that load against those CPUs, not against a container's smaller CPU quota."""
+    from mobilenets.deploy import probe
+
+    shared_host = {"other_load": 2.0, "usable_cores": 1, "load_cores": 8}  # --cpus 1 on 8 CPUs, 2 busy
+    assert probe.probed_under_load(shared_host) is None
+    assert probe.probed_under_load({**shared_host, "other_load": 5.0})
+    assert probe.probed_under_load({"other_load": 2.0, "usable_cores": 2})  # a probe from before load_cores

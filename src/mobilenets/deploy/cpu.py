@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["FEATURE_NAMES", "CpuFeatures", "cpu_features", "machine_signature", "usable_cores", "usable_cpus"]
+__all__ = ["FEATURE_NAMES", "CpuFeatures", "cpu_features", "machine_signature", "schedulable_cores", "usable_cores",
+           "usable_cpus"]
 
 FEATURE_NAMES = ("avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx")
 
@@ -121,6 +122,13 @@ def usable_cpus() -> list[int] | None:
         return None
 
 
+def schedulable_cores() -> int:
+    """How many CPUs this process may be scheduled on (affinity alone, no CPU quota): the CPUs whose
+    load other processes' work is counted on, so the count to judge that load against."""
+    cpus = usable_cpus()
+    return len(cpus) if cpus else os.cpu_count() or 1
+
+
 def usable_cores() -> int:
     """How many cores this process may use: the CPUs it may run on (``taskset``, a cpuset) and, in a
     container, its CPU quota (``docker --cpus``, cgroup v1 or v2), as joblib's loky reads them. The
@@ -129,6 +137,5 @@ def usable_cores() -> int:
     try:
         from joblib.externals.loky import cpu_count
     except ImportError:  # joblib is declared; without it, affinity alone
-        cpus = usable_cpus()
-        return len(cpus) if cpus else os.cpu_count() or 1
+        return schedulable_cores()
     return max(1, cpu_count(only_physical_cores=False))

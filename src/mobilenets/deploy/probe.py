@@ -247,7 +247,10 @@ def _idle(load: float | None, cores: int) -> bool:
 
 
 def _cores(probe: dict[str, Any]) -> int:
-    return probe.get("usable_cores") or probe.get("cpu", {}).get("cores") or cpu.usable_cores()
+    """The CPUs the probe's load was counted on (affinity; a container's CPU quota does not shrink
+    them: other tenants' load is read over all of them)."""
+    return (probe.get("load_cores") or probe.get("usable_cores") or probe.get("cpu", {}).get("cores")
+            or cpu.schedulable_cores())
 
 
 def probed_under_load(probe: dict[str, Any]) -> str | None:
@@ -327,7 +330,8 @@ def run_probe(*, threads: int = 2, rounds: int = 4, block: int = 40, progress: b
             "config": PROBE_CONFIG.label, "threads": threads, "results": results, "exported": exported,
             "failed": failed, "toolchain": _toolchain_versions(), "pairs": [list(p) for p in _pairs()],
             "files": str(files), "seconds": round(time.perf_counter() - start, 1), "load_average": load,
-            "other_load": other, "usable_cores": cpu.usable_cores(), "made_at": round(_now())}
+            "other_load": other, "usable_cores": cpu.usable_cores(),
+            "load_cores": cpu.schedulable_cores(), "made_at": round(_now())}
     atomic_write(probe_path(), lambda t: Path(t).write_text(json.dumps(data, indent=2) + "\n"))
     return data
 

@@ -3,7 +3,6 @@ int8 by LiteRT's post-training quantizer."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import nn
