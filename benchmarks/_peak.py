@@ -197,3 +197,20 @@ def measure(threads: int, windows: int = 300) -> Peak | None:
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
     return Peak(isa, threads, fma, read)
+
+
+# A loop whose 10th-percentile window keeps this share of its median rate ran undisturbed: on the
+# Zen 4 host, 90–96% when idle, 64–71% while another tenant or job shared the machine.
+STEADY = 0.85
+
+
+def steadiness(peak: Peak | None, when: str) -> str:
+    """Whether the machine was steady while it was measured (a shared host's other tenants show as a
+    long low tail): a table measured between two steady lines can be quoted, one beside an
+    unsteady line is a range, not a figure."""
+    if peak is None:
+        return f"steadiness {when}: n/a (the loop needs gcc with OpenMP and an x86 CPU with FMA)"
+    steady = all(x.p10 >= STEADY * x.median for x in (peak.fma, peak.read))
+    verdict = "steady" if steady else (f"UNSTEADY (a 10th percentile under {STEADY:.0%} of its median: something "
+                                       "else shares these cores or their cache; read the figures as a range)")
+    return f"{peak.line()} [{when}: {verdict}]"

@@ -492,15 +492,6 @@ def run_table(precision: str, s: Setup, specs: list[Spec], runtimes: set[str], t
     return rows
 
 
-def _steadiness(peak: _peak.Peak | None, when: str) -> str:
-    """Whether the machine was steady while it was measured (a shared host's other tenants show as a
-    long low tail): a table measured between two steady lines can be quoted, one between unsteady
-    ones is a range, not a figure."""
-    if peak is None:
-        return f"steadiness {when}: n/a (the loop needs gcc with OpenMP and an x86 CPU with FMA)"
-    return f"{peak.line()} [{when}]"
-
-
 def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str, peak: _peak.Peak | None = None) -> None:
     """How close the fastest fp32 path is to this machine's fp32 multiply rate and to its FMA
     units' measured peak, and what a given speed-up over the best peer (the issue's 0.8×) would
@@ -732,7 +723,7 @@ def main() -> int:
     print(f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__.split('-')[0]}, "
           f"timm {__import__('timm').__version__}")
     peak = _peak.measure(args.threads)
-    print(_steadiness(peak, "before the tables"))
+    print(_peak.steadiness(peak, "before the tables"))
     if args.quick:
         block, skip, turns, n_calib = QUICK_BLOCK, QUICK_SKIP, QUICK_TURNS, min(args.calibration_images,
                                                                                 QUICK_CALIBRATION)
@@ -751,7 +742,7 @@ def main() -> int:
                     calibration_draws(s, rows, args.calibration_draws, n_calib, runtimes, args.threads, tmp)
         if args.cifar_checkpoint:
             part_c(args.cifar_checkpoint, args.cifar_data, args.cifar_calibration, tmp)
-    print("\n" + _steadiness(_peak.measure(args.threads), "after the tables"))
+    print("\n" + _peak.steadiness(_peak.measure(args.threads), "after the tables"))
     print("\nsummary (markdown; bold = ours; ratio = median / the fastest peer of the same precision):\n")
     print(_markdown(rows))
     return 0

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import _peak
 from _timing import interleaved_medians, machine, median_ms
 
 DATA = Path(os.environ.get("MOBILENETS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -77,6 +78,7 @@ def main() -> None:
     if not SSD_FILE.is_file():
         sys.exit(f"needs {SSD_FILE} (set MOBILENETS_DATA)")
     print(f"machine: {machine()}")
+    print(_peak.steadiness(_peak.measure(2), "before the timing"))
     ssd = mobilenets.load_detector(SSD_FILE)
     graph = DetectorGraph(mobilenets.fuse(ssd)).eval()
     image = resize_for_detector(load_image(DATA / "tflite" / "grace_hopper.bmp"), 300)
@@ -185,6 +187,7 @@ def main() -> None:
         total = best[0] + post[f"decode {NMS_MODES[0]} app {threads}"]
         name = f"ours end to end: {best[1].removeprefix('ours ')} + decode (app, {threads} thread{'s' * (threads > 1)})"
         print(f"  {name:<48} {total:8.2f} ms   {total / ref:5.2f}×")
+    print(_peak.steadiness(_peak.measure(2), "after the timing"))
     if args.no_map:
         return
     from mobilenets.data.detection import open_detection_data

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 import torch
+import _peak
 from _timing import interleaved_medians, machine, median_ms, p90_ms
 
 import mobilenets
@@ -37,6 +38,7 @@ def main() -> int:
     peer = timm.create_model("mobilenetv1_100", pretrained=False).eval()
     assert mobilenets.cost(ours).params == sum(p.numel() for p in peer.parameters()), "not the same network"
     print(f"machine: {machine()}")
+    print(_peak.steadiness(_peak.measure(args.threads), "before the timing"))
     print(f"timm {timm.__version__}; fp32, eval, NCHW, inference_mode")
     print(f"{'batch':>5}  {'ours ms (p90)':>16}  {'ours relu6 ms':>16}  {'timm ms (p90)':>16}  "
           f"{'ours/timm':>9}  {'relu6/timm':>10}")
@@ -48,6 +50,7 @@ def main() -> int:
         o, o6, p = median_ms(t["ours"]), median_ms(t["ours6"]), median_ms(t["timm"])
         print(f"{batch:>5}  {o:>8.2f} ({p90_ms(t['ours']):>5.2f})  {o6:>8.2f} ({p90_ms(t['ours6']):>5.2f})  "
               f"{p:>8.2f} ({p90_ms(t['timm']):>5.2f})  {o / p:>9.3f}  {o6 / p:>10.3f}")
+    print(_peak.steadiness(_peak.measure(args.threads), "after the timing"))
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import _peak
 from _timing import interleaved_medians, machine, median_ms, p90_ms
 
 import mobilenets
@@ -38,6 +39,7 @@ def main() -> int:
     if not Path(args.weights).is_file():
         print(f"skipped: {args.weights} not found (the shared data folder)", file=sys.stderr)
         return 0
+    before = _peak.measure(args.threads)
     from ai_edge_litert.interpreter import Interpreter
 
     torch.set_num_threads(args.threads)
@@ -70,6 +72,8 @@ def main() -> int:
         times = interleaved_medians(fns, warmup=10, rounds=max(1, args.rounds // (BLOCK - SKIP)), block=BLOCK,
                                     skip=SKIP, settle=SETTLE_SECONDS)
     print(f"machine: {machine()}")
+    print(_peak.steadiness(before, "before the timing"))
+    print(_peak.steadiness(_peak.measure(args.threads), "after the timing"))
     print(f"model: {args.weights} (α=0.5, 160×160), batch 1, {args.threads} threads")
     ref = median_ms(times["LiteRT uint8 (Google's file)"])
     for name, samples in times.items():
