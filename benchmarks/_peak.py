@@ -24,6 +24,9 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+#: What the lines say where the loop cannot be built.
+UNAVAILABLE = "n/a (the loop needs gcc with OpenMP and an x86 CPU with FMA)"
+
 _SOURCE = r"""
 #include <immintrin.h>
 #include <omp.h>
@@ -152,7 +155,7 @@ def _binary() -> str | None:
     gcc = shutil.which("gcc")
     if gcc is None:
         return None
-    from mobilenets.data.archives import cache_dir
+    from mobilenets.data import cache_dir
     from mobilenets.deploy import cpu
 
     version = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
@@ -179,10 +182,10 @@ def _spread(exe: str, mode: str, threads: int, work: int, windows: int) -> tuple
     r = subprocess.run([exe, mode, str(threads), str(work), str(windows)], capture_output=True, text=True,
                        check=True, timeout=120)
     isa, *lines = r.stdout.splitlines()
-    windows_ = [tuple(map(float, line.split())) for line in lines[1:]]  # the first warms threads and buffer
-    rates = sorted(rate for rate, _ in windows_)
+    samples = [tuple(map(float, line.split())) for line in lines[1:]]  # the first warms threads and buffer
+    rates = sorted(rate for rate, _ in samples)
     return isa, Spread(rates[-1], statistics.median(rates), rates[len(rates) // 10],
-                       statistics.median(ms for _, ms in windows_))
+                       statistics.median(ms for _, ms in samples))
 
 
 def measure(threads: int, windows: int = 300) -> Peak | None:
@@ -210,7 +213,7 @@ def steadiness(peak: Peak | None, when: str) -> str:
     long low tail): a table measured between two steady lines can be quoted, one beside an
     unsteady line is a range, not a figure."""
     if peak is None:
-        return f"steadiness {when}: n/a (the loop needs gcc with OpenMP and an x86 CPU with FMA)"
+        return f"steadiness {when}: {UNAVAILABLE}"
     tail = [name for name, x in (("FMA", peak.fma), ("read", peak.read)) if x.p10 < STEADY * x.median]
     shared = peak.fma.median < STEADY * peak.fma.best
     why = ([f"{' and '.join(tail)} 10th percentile under {STEADY:.0%} of its median"] if tail else []) + \

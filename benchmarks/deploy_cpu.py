@@ -41,7 +41,8 @@ convolutions, the depthwise ones and the rest, with the 1x1 convs' GFLOP/s and t
 would set at the sgemm rate and at the FMA peak.
 
 A steadiness line before and after the tables (the FMA loop and a 16 MB read, each in some 300
-windows of a few ms: their median length, median rate and 10th percentile) says whether the machine was steady while it was measured.
+windows of a few ms: their median length, median rate and 10th percentile, and a verdict) says
+whether the machine was steady while it was measured.
 
 ``--calibration-draws K`` (default 5): after the 0.5-160 int8 table, each of our int8 paths is
 exported again on K calibration draws (seeds 0..K-1) and its mean top-1 and agreement are compared
@@ -520,7 +521,7 @@ def _roofline(s: Setup, rows: list[Row], threads: int, tmp: str, peak: _peak.Pea
               f"whole network ({gflop / top * 1e3:.2f} ms if every FLOP ran at the peak, "
               f"{0.8 * best_peer.median:.2f} ms the target)")
     else:
-        print("  FMA peak: n/a (the register FMA loop needs gcc with OpenMP and an x86 CPU with FMA)")
+        print(f"  FMA peak: {_peak.UNAVAILABLE}")
     xml = ours_file(tmp, s, ".xml")
     if not os.path.exists(xml):  # OpenVINO not among the runtimes run
         return

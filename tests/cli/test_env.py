@@ -329,6 +329,8 @@ def test_a_probe_on_a_busy_machine_says_so(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(probe, "_load_average", lambda: 4.0 * cores)  # a job that just ended: not contention
     assert main(["bench", "--probe", "--no-progress"]) == 0
     assert "busy" not in capsys.readouterr().err and probe.load_probe()["other_load"] == 0.0
+    # the load is judged against the CPUs it was counted on, and the probe records them
+    assert probe.load_probe()["load_cores"] == cpu.schedulable_cores() == cores
     monkeypatch.setattr(probe, "_other_load", lambda start, end: 1.5 * cores)
     assert main(["bench", "--probe", "--no-progress"]) == 0
     assert (f"probed on a busy machine (other processes kept {1.5 * cores:.1f} of its {cores} cores busy while it "
