@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import mobilenets
+import mobilenets.deploy.cpu as cpu_mod
 from mobilenets.cli import main
 from mobilenets.deploy import ExportReport, export, load_exported, open_runtime
 from mobilenets.quant import fold_conv_bn, fuse, is_fused
@@ -29,6 +30,10 @@ needs = {
     "pt2": pytest.mark.skipif(False, reason=""),
     "tflite": pytest.mark.skipif(not HAS["litert"], reason="ai-edge-litert not installed"),
 }
+VNNI_CPU = cpu_mod.CpuFeatures("GenuineIntel", "Intel Xeon", 2, avx2=True, avx512=True, avx512_vnni=True,
+                               avx_vnni=False, avx512_bf16=True, amx=True)
+AVX2_CPU = cpu_mod.CpuFeatures("AuthenticAMD", "AMD EPYC", 2, avx2=True, avx512=False, avx512_vnni=False,
+                               avx_vnni=False, avx512_bf16=False, amx=False)
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "pt2": ".pt2", "tflite": ".tflite"}
 
 
@@ -375,6 +380,68 @@ def test_int8_pt2_export(tmp_path):
     assert report.int8 and report.cosine >= 0.9 and report.verify_inputs == 8
 
 
+class _ClippedPair(nn.Module):
+    """Three 1x1 convs on ReLU6 inputs (u8 activations). The first is the identity (NNCF's first-layer
+    fix gives it 7-bit weights: 255·63 < 2^15, never overflows); its bias clips input channels 0
+    and 1 of the second at 6 (u8 code 255), and the second's output 0 weighs both at the channel's
+    maximum (s8 127): 255·127·2 > 2^15, so 1 of its 4 (output, pair) products overflows int16 at
+    every pixel. The third is the identity again: 255·127 < 2^15."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second, self.third = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 2, 1), nn.Conv2d(2, 2, 1)
+        with torch.no_grad():
+            self.first.weight.copy_(torch.eye(4)[:, :, None, None])
+            self.first.bias.copy_(torch.tensor([10.0, 10.0, 3.0, 3.0]))
+            self.second.weight.copy_(torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, -1.0, 0.5, -0.5]])[:, :, None, None])
+            self.second.bias.fill_(1.0)
+            self.third.weight.copy_(torch.eye(2)[:, :, None, None])
+            self.third.bias.zero_()
+
+    def forward(self, x):
+        return self.third(torch.clamp(self.second(torch.clamp(self.first(torch.clamp(x, 0, 6)), 0, 6)), 0, 6))
+
+
+def _conv_precisions(xml: str) -> list[str]:
+    """The runtime precision of each Convolution OpenVINO compiled, in graph (topological) order."""
+    import openvino as ov
+
+    ops = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).get_runtime_model().get_ordered_ops()
+    return [op.get_rt_info()["runtimePrecision"].astype(str) for op in ops
+            if "layerType" in op.get_rt_info() and op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+
+
+@pytest.mark.skipif(not (HAS["openvino"] and HAS["nncf"] and HAS["onnxscript"]), reason="openvino/nncf missing")
+def test_overflowing_convs_count_the_u8_s8_pairs_that_leave_int16(tmp_path, monkeypatch):
+    """The count is exact integer arithmetic on the quantized graph, so it holds on every CPU: none of
+    the first conv's pairs overflows, 1 of the second conv's 4 (output, channel pair) products
+    overflows at every pixel."""
+    import openvino as ov
+
+    from mobilenets.deploy.formats import openvino as ovf
+
+    calib = (torch.rand(8, 4, 6, 6) * 6).numpy()
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: VNNI_CPU)  # NNCF's defaults: both convs int8
+    ovf.write_openvino(_ClippedPair().eval(), torch.from_numpy(calib[:1]), str(tmp_path / "q.xml"), 1, calib)
+    rates = ovf.overflowing_convs(ov.Core().read_model(tmp_path / "q.xml"), calib, 1)
+    assert list(rates.values()) == [0.0, pytest.approx(0.25), 0.0]
+    assert _conv_precisions(str(tmp_path / "q.xml")) == ["u8", "u8", "u8"]
+
+
+@pytest.mark.skipif(not (HAS["openvino"] and HAS["nncf"] and HAS["onnxscript"]), reason="openvino/nncf missing")
+@pytest.mark.parametrize("machine", ["vnni", "avx2"])
+def test_int8_openvino_keeps_the_overflowing_convs_fp32_only_without_vnni(tmp_path, monkeypatch, machine):
+    """Without VNNI the conv whose pairs overflow int16 (25% here, over the 50-per-million bound)
+    compiles as f32 and the one after it stays int8; with VNNI all are int8 (exact there)."""
+    from mobilenets.deploy.formats import openvino as ovf
+
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: VNNI_CPU if machine == "vnni" else AVX2_CPU)
+    calib = (torch.rand(8, 4, 6, 6) * 6).numpy()
+    ovf.write_openvino(_ClippedPair().eval(), torch.from_numpy(calib[:1]), str(tmp_path / "q.xml"), 1, calib)
+    precisions = _conv_precisions(str(tmp_path / "q.xml"))
+    assert precisions == (["u8", "f32", "u8"] if machine == "avx2" else ["u8", "u8", "u8"]), precisions
+
+
 @pytest.mark.slow
 @pytest.mark.data
 @pytest.mark.skipif(not (HAS["openvino"] and HAS["nncf"] and HAS["litert"]), reason="openvino/nncf/ai-edge-litert missing")
@@ -383,8 +450,9 @@ def test_int8_accuracy_on_official_weights(tmp_path, fmt):
     """Our int8 export of Google's 0.5-160 weights keeps top-1 on the 100 ImageNet samples
     within 1 point of LiteRT running Google's own uint8 file (calibrated on 50 of them), and agrees
     with fp32 on ≥ 95 of the 100 — on CPUs with and without VNNI, whose quantization settings
-    differ (formats/onnx.py, formats/openvino.py). One exception, measured and documented: NNCF's
-    best setting without VNNI agrees on 93/100 (top-1 74%, above Google's 73%); the bound there is 92."""
+    differ (formats/onnx.py, formats/openvino.py). This machine's kind is judged here; the other
+    kind's int8 results are checked on any x86 machine by ``benchmarks/int8_emulated_avx2.py``
+    (QEMU's AVX2 EPYC), with the same two bounds."""
     from mobilenets.deploy.cpu import cpu_features
     from conftest import need_data
 
@@ -419,7 +487,7 @@ def test_int8_accuracy_on_official_weights(tmp_path, fmt):
     assert top1["int8"] >= top1["litert"] - 1.0, top1
     assert top1["int8"] >= top1["fp32"] - 3.0, top1
     agreement = int((int8 == fp32).sum())
-    assert agreement >= (92 if fmt == "openvino" and not cpu_features().vnni else 95), (agreement, top1)
+    assert agreement >= 95, (agreement, top1, cpu_features().summary())
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -153,9 +153,11 @@ def test_ort_int8_settings_default_to_this_cpu(monkeypatch):
 def test_nncf_settings_depend_on_vnni(monkeypatch):
     from mobilenets.deploy.formats.openvino import nncf_settings
 
-    assert nncf_settings(SAPPHIRE_RAPIDS) == {"overflow_fix": None, "keep_fp32": ()}
-    assert nncf_settings(AVX2_ONLY) == {"overflow_fix": "ENABLE", "keep_fp32": ("classifier",)}
+    # VNNI: NNCF's defaults, exact there. Without: the 1x1 convs whose u8·s8 pairs overflow int16 stay fp32
+    assert nncf_settings(SAPPHIRE_RAPIDS) == {"fp32_overflowing_convs": False}
+    assert nncf_settings(AVX2_ONLY) == {"fp32_overflowing_convs": True}
+    assert nncf_settings(dataclasses.replace(AVX2_ONLY, avx_vnni=True)) == {"fp32_overflowing_convs": False}
     monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY)
-    assert "overflow_fix=ENABLE" in REGISTRY["openvino"].describe(True)
+    assert "overflow int16 on over 50 per million calibration pairs kept fp32" in REGISTRY["openvino"].describe(True)
     monkeypatch.setattr(cpu_mod, "cpu_features", lambda: SAPPHIRE_RAPIDS)
-    assert "overflow_fix" not in REGISTRY["openvino"].describe(True)
+    assert "overflow" not in REGISTRY["openvino"].describe(True)

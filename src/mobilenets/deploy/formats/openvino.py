@@ -20,8 +20,8 @@ from ..support import need, quiet
 from .base import METADATA_KEY, Format, calibration_chunks
 from .onnx import write_onnx_tmp
 
-__all__ = ["FORMAT", "embed_openvino", "nncf_settings", "open_openvino", "openvino_config", "read_openvino_metadata",
-           "write_openvino", "write_openvino_int8"]
+__all__ = ["FORMAT", "embed_openvino", "nncf_settings", "open_openvino", "openvino_config", "overflowing_convs",
+           "read_openvino_metadata", "write_openvino", "write_openvino_int8"]
 
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: outside the quantized ops
 
@@ -41,64 +41,117 @@ def write_openvino_int8(model: nn.Module, example: torch.Tensor, path: str, batc
     write_openvino(model, example, path, batch, calibration)
 
 
+# Without VNNI: a 1x1 conv whose u8·s8 product pairs overflow int16 on more than this share of its
+# calibration pairs stays fp32. On Google's 0.5-160 weights the four convs after the first measured
+# 93–630 per million and the rest 45 or fewer; keeping the four in fp32 agreed with fp32 on 95–97 of
+# the 100 samples in all six calibration draws tried, adding the 45-per-million one did not help.
+OVERFLOW_FP32_RATE = 50e-6
+# Images the overflow count runs on: enough for a per-million rate (~10^7 pairs per layer), few
+# enough to stay a second or two beside NNCF's own calibration.
+OVERFLOW_IMAGES = 16
+
+
 def nncf_settings(features: cpu.CpuFeatures | None = None) -> dict[str, Any]:
     """NNCF settings for the CPU that makes the file (default: this one).
 
-    With VNNI: NNCF's defaults (overflow fix on the first layer only). Without VNNI NNCF documents
-    an 8-bit "saturation (overflow) issue" of MobileNet-like models and offers ``overflow_fix=ENABLE``
-    (all weights on half the range). Measured on an AVX2 EPYC with Google's 0.5-160 weights (100
-    ImageNet samples; Google's uint8 file 73%, fp32 74%): defaults 71% / 92 agreeing with fp32;
-    ENABLE 74% / 92; ENABLE with the classifier kept in fp32 74% / 93, chosen here (int8 kernels
-    kept, about 0.75× fp32 latency); with the first conv in fp32 too 72–74% / 92–94 between runs.
-    Of about 30 NNCF settings tried, none reached 95 agreeing (accuracy control did, at 70% top-1):
-    also the depthwise convs in fp32, no / fast bias correction, the MIXED preset (93 each), mean
-    MinMax or mean quantile ranges (73–74), overflow fix DISABLE (69), 7-bit activations (refused by
-    NNCF's hardware config). OpenVINO running ONNX Runtime's U8U8 file, 97 agreeing in ONNX Runtime,
-    agrees on 94: the limit is OpenVINO's int8 kernels on AVX2, not the calibration."""
+    With VNNI: NNCF's defaults (overflow fix on the first conv only: 7-bit weights where the signed
+    image comes in), exact in OpenVINO's VNNI kernels. Without VNNI, OpenVINO's int8 convs multiply
+    u8 activations by s8 weights in pairs summed in int16 (AVX2's ``vpmaddubsw``), which saturates
+    where ReLU6-clipped activations meet large weights. The 1x1 convs where that happens on the
+    calibration images (:func:`overflowing_convs`, above :data:`OVERFLOW_FP32_RATE`) stay fp32; the
+    rest keep 8-bit weights. Measured under QEMU's AVX2 EPYC (Milan) on Google's 0.5-160 weights
+    over six calibration draws (Google's file 73%): top-1 72% in every draw, 95–97 of the 100
+    agreeing with fp32. Rejected, same draws: NNCF's ``overflow_fix=ENABLE`` (7-bit weights
+    everywhere) with the classifier in fp32, the previous choice, 91–95 agreeing; NNCF's defaults
+    92–94; the activations on half the u8 range 91–95; 7-bit weights on only the five convs that
+    overflow most, 94–95. Earlier, about 30 more NNCF settings (93 at best) and accuracy control (95 at 70%)."""
     features = features if features is not None else cpu.cpu_features()
-    if features.vnni:
-        return {"overflow_fix": None, "keep_fp32": ()}
-    return {"overflow_fix": "ENABLE", "keep_fp32": ("classifier",)}
+    return {"fp32_overflowing_convs": not features.vnni}
 
 
-def _fp32_nodes(ov_model: Any, keep: tuple[str, ...]) -> list[str]:
-    """Names of the OpenVINO nodes to leave unquantized: the first convolution, the last MatMul/conv."""
-    ops = [op for op in ov_model.get_ordered_ops() if op.get_type_name() in ("Convolution", "MatMul")]
-    names = []
-    if "first_conv" in keep and ops:
-        names.append(ops[0].get_friendly_name())
-    if "classifier" in keep and len(ops) > 1:
-        names.append(ops[-1].get_friendly_name())
-    return names
+def _int8_weights(conv: Any) -> np.ndarray | None:
+    """A quantized conv's int8 weights ``(out, in, kh, kw)``: NNCF stores Constant(i8) → Convert → Multiply."""
+    node = conv.input_value(1).get_node()
+    for _ in range(3):
+        if node.get_type_name() == "Constant":
+            data = node.get_data()
+            return data if data.dtype == np.int8 else None
+        if node.get_input_size() == 0:
+            return None
+        node = node.input_value(0).get_node()
+    return None
+
+
+def overflowing_convs(quantized: Any, calibration: np.ndarray, batch: int) -> dict[str, float]:
+    """Each 1x1 conv of an NNCF-quantized model → the share of its u8·s8 product pairs (adjacent
+    input channels, as AVX2's ``vpmaddubsw`` pairs them) whose sum leaves int16, counted on the
+    quantized graph's own activation codes for the first :data:`OVERFLOW_IMAGES` calibration images.
+    Exact integer arithmetic, so the same on every CPU."""
+    ov = need("openvino", "openvino", "OpenVINO export")
+    model = quantized.clone()
+    layers = []
+    for conv in model.get_ordered_ops():
+        if conv.get_type_name() != "Convolution":
+            continue
+        fq, w = conv.input_value(0).get_node(), _int8_weights(conv)
+        if fq.get_type_name() != "FakeQuantize" or w is None or w.shape[2:] != (1, 1) or w.shape[1] % 2:
+            continue
+        consts = [fq.input_value(i).get_node() for i in (3, 4)]
+        if any(c.get_type_name() != "Constant" for c in consts):
+            continue
+        lo, hi = (float(np.ravel(c.get_data())[0]) for c in consts)
+        if lo != 0 or hi <= 0:  # signed activations: not the u8 path this counts
+            continue
+        pairs = w[:, :, 0, 0].astype(np.int32).reshape(w.shape[0], -1, 2)
+        layers.append((conv.get_friendly_name(), fq.output(0), pairs, (int(fq.get_attributes()["levels"]) - 1) / hi))
+    if not layers:
+        return {}
+    model.add_outputs([out for _, out, _, _ in layers])
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    outputs = compiled.outputs[-len(layers):]
+    request = compiled.create_infer_request()
+    over, total = np.zeros(len(layers)), np.zeros(len(layers))
+    for chunk in calibration_chunks(calibration[:max(OVERFLOW_IMAGES, batch)], batch):
+        result = request.infer({0: chunk})
+        for k, (_, _, pairs, to_code) in enumerate(layers):
+            codes = np.rint(result[outputs[k]] * to_code).astype(np.int32)  # (n, in, h, w), 0..255
+            codes = codes.reshape(codes.shape[0], pairs.shape[1], 2, -1)
+            for image in codes:
+                for o in range(0, pairs.shape[0], 32):  # 32 output channels at a time: bounded memory
+                    wp = pairs[o:o + 32]
+                    sums = wp[:, :, 0, None] * image[None, :, 0] + wp[:, :, 1, None] * image[None, :, 1]
+                    over[k] += np.count_nonzero((sums > 32767) | (sums < -32768))
+                    total[k] += sums.size
+    return {name: float(over[k] / max(total[k], 1)) for k, (name, _, _, _) in enumerate(layers)}
 
 
 def nncf_quantize(ov_model: Any, calibration: np.ndarray, batch: int) -> Any:
     nncf = need("nncf", "nncf", "int8 OpenVINO export")
     samples = calibration_chunks(calibration, batch)
-    settings = nncf_settings()
-    extra: dict[str, Any] = {}
-    if settings["overflow_fix"] is not None:
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-        extra["advanced_parameters"] = AdvancedQuantizationParameters(
-            overflow_fix=OverflowFix[settings["overflow_fix"]])
-    names = _fp32_nodes(ov_model, settings["keep_fp32"])
-    if names:
-        extra["ignored_scope"] = nncf.IgnoredScope(names=names)
-    with quiet(), contextlib.redirect_stderr(io.StringIO()):
-        nncf.set_log_level(logging.ERROR)
-        # Full bias correction (not the fast variant): measured on the official 0.5-160 weights it
-        # lifts top-1 agreement with fp32 from 95% to 97% on a VNNI Xeon, LiteRT's own figure on that file.
-        return nncf.quantize(ov_model, nncf.Dataset(samples), preset=nncf.QuantizationPreset.PERFORMANCE,
-                             subset_size=len(samples), fast_bias_correction=False, **extra)
+    def quantize(fp32: list[str]) -> Any:
+        scope = {"ignored_scope": nncf.IgnoredScope(names=fp32)} if fp32 else {}
+        with quiet(), contextlib.redirect_stderr(io.StringIO()):
+            nncf.set_log_level(logging.ERROR)
+            # Full bias correction (not the fast variant): measured on the official 0.5-160 weights it
+            # lifts top-1 agreement with fp32 from 95% to 97% on a VNNI Xeon, LiteRT's own figure on that file.
+            return nncf.quantize(ov_model.clone(), nncf.Dataset(samples), preset=nncf.QuantizationPreset.PERFORMANCE,
+                                 subset_size=len(samples), fast_bias_correction=False, **scope)
+
+    quantized = quantize([])
+    if nncf_settings()["fp32_overflowing_convs"]:
+        rates = overflowing_convs(quantized, calibration, batch)
+        fp32 = [name for name, rate in rates.items() if rate > OVERFLOW_FP32_RATE]
+        if fp32:
+            quantized = quantize(fp32)
+    return quantized
 
 
 def _int8_toolchain() -> str:
-    s = nncf_settings()
-    fix = (f", overflow_fix={s['overflow_fix']} and the classifier in fp32 (this CPU has no VNNI)"
-           if s["overflow_fix"] else "")
+    fp32 = (f", the 1x1 convs whose u8·s8 pairs overflow int16 on over {OVERFLOW_FP32_RATE * 1e6:.0f} per million "
+            "calibration pairs kept fp32 (this CPU has no VNNI)" if nncf_settings()["fp32_overflowing_convs"] else "")
     return ("NNCF post-training quantization (OpenVINO backend): per-channel symmetric int8 weights, "
-            f"symmetric 8-bit activations, MinMax ranges, bias correction{fix}")
+            f"symmetric 8-bit activations, MinMax ranges, bias correction{fp32}")
 
 
 def openvino_config(threads: int | None, precision: str) -> dict[str, Any]:
