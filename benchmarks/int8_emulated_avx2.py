@@ -87,8 +87,9 @@ def make_files(folder: Path, formats: list[str], draws: int) -> list[dict]:
                 try:
                     with quiet():
                         report = export(model, fmt, path, int8=True, calibration=calib.numpy(), calibration_images=50)
-                except ValueError as e:  # export's own agreement check refused it: nothing written
+                except ValueError as e:  # refused (export's agreement check) or could not be made: nothing written
                     files.append({"format": fmt, "draw": draw, "refused": str(e)})
+                    print(f"  {NAME[fmt]}, {draw} calibration: {e}", flush=True)
                     continue
                 files.append({"format": fmt, "draw": draw, "path": str(path)})
                 how = f": {report.toolchain}" if draw == "test" else ""
@@ -163,8 +164,12 @@ def main() -> None:
         (folder / "files.json").write_text(json.dumps(files))
         print(f"running them under {qemu} -cpu {args.cpu} (accuracy only; a few minutes)...", flush=True)
         t = time.perf_counter()
-        proc = subprocess.run([qemu, "-cpu", args.cpu, sys.executable, __file__, "--evaluate", str(folder)],
-                              capture_output=True, text=True, check=False)
+        for attempt in range(2):  # QEMU's user-mode emulator now and then dies of a signal on threaded code
+            proc = subprocess.run([qemu, "-cpu", args.cpu, sys.executable, __file__, "--evaluate", str(folder)],
+                                  capture_output=True, text=True, check=False)
+            if not (proc.returncode < 0 or proc.returncode >= 128) or attempt:
+                break
+            print(f"the emulator died (exit {proc.returncode}); once more...", flush=True)
         rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
         if proc.returncode != 0 or not rows:
             tail = [line for line in proc.stderr.splitlines() if not line.startswith("qemu-x86_64: warning")][-3:]
@@ -184,13 +189,15 @@ def main() -> None:
             print(f"| {NAME[fmt]} | {r['draw']} | {r['top1']:.0f}% | {d:+.0f} | {r['agree']} |")
         refused = [f for f in files if f["format"] == fmt and "refused" in f]
         for f in refused:
-            print(f"| {NAME[fmt]} | {f['draw']} | refused by export's agreement check | | |")
+            print(f"| {NAME[fmt]} | {f['draw']} | not made: {f['refused'][:80]} | | |")
         top = [r["top1"] for r in mine]
         mean = float(np.mean(top)) if top else float("nan")
         within = bool(mine) and mean >= google["top1"] - 1
         agree = bool(mine) and all(r["agree"] >= 95 for r in mine)
         ok &= within and agree and not refused
-        if mine:
+        if not mine:
+            print(f"{NAME[fmt]}: no file made")
+        else:
             print(f"{NAME[fmt]}: mean top-1 {mean:.1f}% ({min(top):.0f}–{max(top):.0f}; {'within' if within else 'NOT within'} "
                   f"1 point of Google's {google['top1']:.0f}%), agreement {min(r['agree'] for r in mine)}–"
                   f"{max(r['agree'] for r in mine)} ({'≥' if agree else 'NOT ≥'} 95 in every draw)"

@@ -154,10 +154,10 @@ def test_nncf_settings_depend_on_vnni(monkeypatch):
     from mobilenets.deploy.formats.openvino import nncf_settings
 
     # VNNI: NNCF's defaults, exact there. Without: the 1x1 convs whose u8·s8 pairs overflow int16 stay fp32
-    assert nncf_settings(SAPPHIRE_RAPIDS) == {"fp32_overflowing_convs": False}
-    assert nncf_settings(AVX2_ONLY) == {"fp32_overflowing_convs": True}
-    assert nncf_settings(dataclasses.replace(AVX2_ONLY, avx_vnni=True)) == {"fp32_overflowing_convs": False}
+    assert nncf_settings(SAPPHIRE_RAPIDS) == {"fp32_convs": None}
+    assert nncf_settings(AVX2_ONLY) == {"fp32_convs": "overflowing_1x1"}
+    assert nncf_settings(dataclasses.replace(AVX2_ONLY, avx_vnni=True)) == {"fp32_convs": None}
     monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY)
-    assert "overflow int16 on over 50 per million calibration pairs kept fp32" in REGISTRY["openvino"].describe(True)
+    assert "overflow int16 on over 50 per million calibration pairs in fp32" in REGISTRY["openvino"].describe(True)
     monkeypatch.setattr(cpu_mod, "cpu_features", lambda: SAPPHIRE_RAPIDS)
     assert "overflow" not in REGISTRY["openvino"].describe(True)

@@ -20,8 +20,8 @@ from ..support import need, quiet
 from .base import METADATA_KEY, Format, calibration_chunks
 from .onnx import write_onnx_tmp
 
-__all__ = ["FORMAT", "embed_openvino", "nncf_settings", "open_openvino", "openvino_config", "overflowing_convs",
-           "read_openvino_metadata", "write_openvino", "write_openvino_int8"]
+__all__ = ["FORMAT", "OVERFLOW_FP32_RATE", "OVERFLOW_IMAGES", "embed_openvino", "nncf_settings", "open_openvino",
+           "openvino_config", "overflowing_convs", "read_openvino_metadata", "write_openvino", "write_openvino_int8"]
 
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: outside the quantized ops
 
@@ -47,7 +47,8 @@ def write_openvino_int8(model: nn.Module, example: torch.Tensor, path: str, batc
 # the 100 samples in all six calibration draws tried, adding the 45-per-million one did not help.
 OVERFLOW_FP32_RATE = 50e-6
 # Images the overflow count runs on: enough for a per-million rate (10^7–10^8 pairs per layer). It
-# costs about 1 s at 0.5-160 and 11 s at 1.0-224 on 2 cores, beside NNCF's own calibration.
+# costs about 1 s at 0.5-160 and 11 s at 1.0-224 on 2 cores; where convs are kept, NNCF then runs
+# a second time, so an export without VNNI calibrates twice.
 OVERFLOW_IMAGES = 16
 
 
@@ -59,14 +60,14 @@ def nncf_settings(features: cpu.CpuFeatures | None = None) -> dict[str, Any]:
     u8 activations by s8 weights in pairs summed in int16 (AVX2's ``vpmaddubsw``), which saturates
     where ReLU6-clipped activations meet large weights. The 1x1 convs where that happens on the
     calibration images (:func:`overflowing_convs`, above :data:`OVERFLOW_FP32_RATE`) stay fp32; the
-    rest keep 8-bit weights. Measured under QEMU's AVX2 EPYC (Milan) on Google's 0.5-160 weights
+    rest keep 8-bit weights (``fp32_convs="overflowing_1x1"``, as ONNX Runtime's settings name theirs). Measured under QEMU's AVX2 EPYC (Milan) on Google's 0.5-160 weights
     over six calibration draws (Google's file 73%): top-1 72% in every draw, 95–97 of the 100
     agreeing with fp32. Rejected, same draws: NNCF's ``overflow_fix=ENABLE`` (7-bit weights
     everywhere) with the classifier in fp32, the previous choice, 91–95 agreeing; NNCF's defaults
     92–94; the activations on half the u8 range 91–95; 7-bit weights on only the five convs that
     overflow most, 94–95. Earlier, about 30 more NNCF settings (93 at best) and accuracy control (95 at 70%)."""
     features = features if features is not None else cpu.cpu_features()
-    return {"fp32_overflowing_convs": not features.vnni}
+    return {"fp32_convs": None if features.vnni else "overflowing_1x1"}
 
 
 def _int8_weights(conv: Any) -> np.ndarray | None:
@@ -84,9 +85,13 @@ def _int8_weights(conv: Any) -> np.ndarray | None:
 
 def overflowing_convs(quantized: Any, calibration: np.ndarray, batch: int) -> dict[str, float]:
     """Each 1x1 conv of an NNCF-quantized model → the share of its u8·s8 product pairs (adjacent
-    input channels, as AVX2's ``vpmaddubsw`` pairs them) whose sum leaves int16, counted on the
-    quantized graph's own activation codes for the first :data:`OVERFLOW_IMAGES` calibration images.
-    Exact integer arithmetic, so the same on every CPU."""
+    input channels, as AVX2's ``vpmaddubsw`` pairs them) whose sum leaves int16, on the quantized
+    graph's own activation codes for the first :data:`OVERFLOW_IMAGES` or so calibration images.
+
+    The sums are exact integers. The codes come from this CPU's run of the quantized graph, so on a
+    CPU without VNNI they include the upstream layers' own saturation, as that CPU will run them.
+    Counted: Convolutions with 1x1 kernels, an even number of input channels and unsigned
+    activations (the classifier's MatMul and k×k convs are not)."""
     ov = need("openvino", "openvino", "OpenVINO export")
     model = quantized.clone()
     layers = []
@@ -106,12 +111,19 @@ def overflowing_convs(quantized: Any, calibration: np.ndarray, batch: int) -> di
         layers.append((conv.get_friendly_name(), fq.output(0), pairs, (int(fq.get_attributes()["levels"]) - 1) / hi))
     if not layers:
         return {}
-    model.add_outputs([out for _, out, _, _ in layers])
+    ports = {}  # one new model output per quantizer (two convs may share one), named as OpenVINO names it
+    for _, out, _, _ in layers:
+        key = (out.get_node().get_friendly_name(), out.get_index())
+        if key not in ports:
+            ports[key] = model.add_outputs([out])[0].get_any_name()
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    outputs = compiled.outputs[-len(layers):]
+    outputs = [compiled.output(ports[(out.get_node().get_friendly_name(), out.get_index())]) for _, out, _, _ in layers]
     request = compiled.create_infer_request()
     over, total = np.zeros(len(layers)), np.zeros(len(layers))
-    for chunk in calibration_chunks(calibration[:max(OVERFLOW_IMAGES, batch)], batch):
+    chunks = calibration_chunks(calibration[:min(len(calibration), -(-OVERFLOW_IMAGES // batch) * batch)], batch)
+    if not chunks:
+        raise ValueError(f"int8 OpenVINO export: {len(calibration)} calibration images do not fill one batch of {batch}")
+    for chunk in chunks:
         result = request.infer({0: chunk})
         for k, (_, _, pairs, to_code) in enumerate(layers):
             codes = np.rint(result[outputs[k]] * to_code).astype(np.int32)  # (n, in, h, w), 0..255
@@ -128,6 +140,9 @@ def overflowing_convs(quantized: Any, calibration: np.ndarray, batch: int) -> di
 def nncf_quantize(ov_model: Any, calibration: np.ndarray, batch: int) -> Any:
     nncf = need("nncf", "nncf", "int8 OpenVINO export")
     samples = calibration_chunks(calibration, batch)
+    if not samples:
+        raise ValueError(f"int8 OpenVINO export: {len(calibration)} calibration images do not fill one batch of "
+                         f"{batch}; give at least {batch} or export with --batch 1")
 
     def quantize(fp32: list[str]) -> Any:
         scope = {"ignored_scope": nncf.IgnoredScope(names=fp32)} if fp32 else {}
@@ -139,7 +154,7 @@ def nncf_quantize(ov_model: Any, calibration: np.ndarray, batch: int) -> Any:
                                  subset_size=len(samples), fast_bias_correction=False, **scope)
 
     quantized = quantize([])
-    if nncf_settings()["fp32_overflowing_convs"]:
+    if nncf_settings()["fp32_convs"] == "overflowing_1x1":
         rates = overflowing_convs(quantized, calibration, batch)
         fp32 = [name for name, rate in rates.items() if rate > OVERFLOW_FP32_RATE]
         if fp32:
@@ -149,7 +164,7 @@ def nncf_quantize(ov_model: Any, calibration: np.ndarray, batch: int) -> Any:
 
 def _int8_toolchain() -> str:
     fp32 = (f", the 1x1 convs whose u8·s8 pairs overflow int16 on over {OVERFLOW_FP32_RATE * 1e6:.0f} per million "
-            "calibration pairs kept fp32 (this CPU has no VNNI)" if nncf_settings()["fp32_overflowing_convs"] else "")
+            "calibration pairs in fp32 (this CPU has no VNNI)" if nncf_settings()["fp32_convs"] else "")
     return ("NNCF post-training quantization (OpenVINO backend): per-channel symmetric int8 weights, "
             f"symmetric 8-bit activations, MinMax ranges, bias correction{fp32}")
 
