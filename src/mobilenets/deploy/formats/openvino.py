@@ -60,12 +60,14 @@ def nncf_settings(features: cpu.CpuFeatures | None = None) -> dict[str, Any]:
     u8 activations by s8 weights in pairs summed in int16 (AVX2's ``vpmaddubsw``), which saturates
     where ReLU6-clipped activations meet large weights. The 1x1 convs where that happens on the
     calibration images (:func:`overflowing_convs`, above :data:`OVERFLOW_FP32_RATE`) stay fp32; the
-    rest keep 8-bit weights (``fp32_convs="overflowing_1x1"``, as ONNX Runtime's settings name theirs). Measured under QEMU's AVX2 EPYC (Milan) on Google's 0.5-160 weights
-    over six calibration draws (Google's file 73%): top-1 72% in every draw, 95–97 of the 100
-    agreeing with fp32. Rejected, same draws: NNCF's ``overflow_fix=ENABLE`` (7-bit weights
-    everywhere) with the classifier in fp32, the previous choice, 91–95 agreeing; NNCF's defaults
-    92–94; the activations on half the u8 range 91–95; 7-bit weights on only the five convs that
-    overflow most, 94–95. Earlier, about 30 more NNCF settings (93 at best) and accuracy control (95 at 70%)."""
+    rest keep 8-bit weights (``fp32_convs="overflowing_1x1"``, named as ONNX Runtime's settings
+    name theirs). Measured under QEMU's AVX2 EPYC (Milan) on Google's 0.5-160 weights over six
+    calibration draws (Google's file 73%): top-1 72% in every draw, 95–97 of the 100 agreeing with
+    fp32 (``benchmarks/int8_emulated_avx2.py``). Rejected, same draws: NNCF's
+    ``overflow_fix=ENABLE`` (7-bit weights everywhere) with the classifier in fp32, the previous
+    choice, 91–95 agreeing; NNCF's defaults 92–94; the activations on half the u8 range 91–95;
+    7-bit weights on only the five convs that overflow most, 94–95. Earlier, on the real AVX2
+    EPYC: about 30 more NNCF settings (93 at best) and accuracy control (95 at 70% top-1)."""
     features = features if features is not None else cpu.cpu_features()
     return {"fp32_convs": None if features.vnni else "overflowing_1x1"}
 
