@@ -403,12 +403,12 @@ class _ClippedPair(nn.Module):
 
 
 def _conv_precisions(xml: str) -> list[str]:
-    """The runtime precision of each Convolution OpenVINO compiled, in graph (topological) order."""
+    """The runtime precision of each Convolution OpenVINO compiles, as the int8 runner compiles it."""
     import openvino as ov
 
-    ops = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).get_runtime_model().get_ordered_ops()
-    return [op.get_rt_info()["runtimePrecision"].astype(str) for op in ops
-            if "layerType" in op.get_rt_info() and op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    from mobilenets.deploy.formats.openvino import conv_precisions, openvino_config
+
+    return conv_precisions(ov.Core().compile_model(xml, "CPU", openvino_config(None, "int8")))
 
 
 @pytest.mark.skipif(not (HAS["openvino"] and HAS["nncf"] and HAS["onnxscript"]), reason="openvino/nncf missing")

@@ -20,8 +20,9 @@ from ..support import need, quiet
 from .base import METADATA_KEY, Format, calibration_chunks
 from .onnx import write_onnx_tmp
 
-__all__ = ["FORMAT", "OVERFLOW_FP32_RATE", "OVERFLOW_IMAGES", "embed_openvino", "nncf_settings", "open_openvino",
-           "openvino_config", "overflowing_convs", "read_openvino_metadata", "write_openvino", "write_openvino_int8"]
+__all__ = ["FORMAT", "OVERFLOW_FP32_RATE", "OVERFLOW_IMAGES", "conv_precisions", "embed_openvino", "nncf_settings",
+           "open_openvino", "openvino_config", "overflowing_convs", "read_openvino_metadata", "write_openvino",
+           "write_openvino_int8"]
 
 _INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: outside the quantized ops
 
@@ -124,7 +125,7 @@ def overflowing_convs(quantized: Any, calibration: np.ndarray, batch: int) -> di
     over, total = np.zeros(len(layers)), np.zeros(len(layers))
     chunks = calibration_chunks(calibration[:min(len(calibration), -(-OVERFLOW_IMAGES // batch) * batch)], batch)
     if not chunks:
-        raise ValueError(f"int8 OpenVINO export: {len(calibration)} calibration images do not fill one batch of {batch}")
+        raise ValueError(f"overflowing_convs: {len(calibration)} calibration images do not fill one batch of {batch}")
     for chunk in chunks:
         result = request.infer({0: chunk})
         for k, (_, _, pairs, to_code) in enumerate(layers):
@@ -198,14 +199,21 @@ def open_openvino(path: str, *, threads: int | None = None, precision: str = "fp
     return Runner("openvino " + ov.__version__.split("-")[0], run, static)
 
 
-def _check_runs_bf16(compiled: Any, path: str) -> None:
-    """Refuse a bf16 request that OpenVINO quietly compiled as f32 (its hint is only a hint): the
-    convolutions' runtime precision, read from the compiled graph, says what will really run."""
+def conv_precisions(compiled: Any) -> list[str]:
+    """The precision each convolution of a compiled model really runs in (``"f32"``, ``"bf16"``,
+    ``"u8"``, ...), in graph order, read from OpenVINO's compiled graph (its hints are only hints)."""
     precisions = []
-    for op in compiled.get_runtime_model().get_ops():
+    for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         if "layerType" in info and "runtimePrecision" in info and info["layerType"].astype(str) == "Convolution":
             precisions.append(info["runtimePrecision"].astype(str))
+    return precisions
+
+
+def _check_runs_bf16(compiled: Any, path: str) -> None:
+    """Refuse a bf16 request that OpenVINO quietly compiled as f32: the convolutions' runtime
+    precision says what will really run."""
+    precisions = conv_precisions(compiled)
     if precisions and "bf16" not in precisions:
         raise ValueError(f"{path}: OpenVINO compiled it as {precisions[0]}, not bf16, on this CPU; "
                          "benchmark fp32 or int8 here")
