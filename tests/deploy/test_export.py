@@ -593,6 +593,24 @@ def test_int8_export_of_an_embedding_model_is_judged_by_cosine(tmp_path):
     assert report.cosine >= EMBEDDING_MIN_COSINE and (tmp_path / "e.onnx").is_file()
 
 
+def test_bias_correction_takes_each_convs_own_weight_grid():
+    """A file may hold some convs' weights on another grid (ONNX Runtime without VNNI: uint8, int8
+    in the stride-2 depthwise convs); each conv is then corrected for its own grid's rounding."""
+    from mobilenets.quant import correct_bias_for_int8, fuse
+
+    fused = fuse(small_model().eval())
+    calib = torch.randn(8, 3, 64, 64).clamp(-2, 2).numpy()
+    convs = [m for m in fused.modules() if isinstance(m, nn.Conv2d)]
+    on_s8 = {i for i, m in enumerate(convs) if m.groups > 1}
+    mixed = correct_bias_for_int8(fused, calib, weight_grid=lambda m: "s8" if m.groups > 1 else "u8")
+    by_grid = {g: correct_bias_for_int8(fused, calib, weight_grid=g) for g in ("s8", "u8")}
+    for i, conv in enumerate(m for m in mixed.modules() if isinstance(m, nn.Conv2d)):
+        alone = [m for m in by_grid["s8" if i in on_s8 else "u8"].modules() if isinstance(m, nn.Conv2d)][i]
+        torch.testing.assert_close(conv.bias, alone.bias, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown weight grid 's4'"):
+        correct_bias_for_int8(fused, calib, weight_grid=lambda m: "s4")
+
+
 def test_bias_correction_moves_every_conv_bias_except_the_skipped_ones():
     """``skip`` leaves the convs a file keeps in fp32 as they were (their weights are not rounded);
     every other conv's bias absorbs its rounding error on the calibration data."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+import numpy as np
 import pytest
 
 import mobilenets.deploy.cpu as cpu_mod
@@ -106,7 +107,7 @@ def test_ort_int8_settings_depend_on_vnni():
     # VNNI: U8S8, exact there. Without: U8U8 (no u8·s8 saturation), bias-corrected on the uint8 grid
     assert with_vnni["weight_type"] == "QInt8" and with_vnni["weight_grid"] == "s8"
     assert without["weight_type"] == "QUInt8" and without["weight_grid"] == "u8"
-    assert without["fp32_convs"] == "stride2_depthwise" and with_vnni["fp32_convs"] is None
+    assert without["s8_convs"] == "stride2_depthwise" and with_vnni["s8_convs"] is None
     for s in (with_vnni, without):
         assert s["activation_type"] == "QUInt8" and s["per_channel"] and not s["reduce_range"]
         assert s["extra_options"]["WeightSymmetric"] is True
@@ -115,9 +116,10 @@ def test_ort_int8_settings_depend_on_vnni():
 
 
 @pytest.mark.parametrize("features", ["vnni", "avx2"])
-def test_u8u8_int8_onnx_keeps_the_stride2_depthwise_convs_in_fp32(tmp_path, monkeypatch, features):
-    """Without VNNI the four stride-2 depthwise convs stay float (ONNX Runtime's U8U8 kernel for the
-    first of them took 1.5× the whole fp32 model); every other conv is int8, and with VNNI all are."""
+def test_u8u8_int8_onnx_gives_the_stride2_depthwise_convs_int8_weights(tmp_path, monkeypatch, features):
+    """Without VNNI every conv is int8, with uint8 weights except the four stride-2 depthwise convs,
+    whose weights are int8 (ONNX Runtime's U8U8 kernel for the first of them took 1.5× the whole fp32
+    model; its U8S8 depthwise kernel is fast and exact). With VNNI all weights are int8."""
     pytest.importorskip("onnxruntime")
     import onnx
     import torch
@@ -131,14 +133,75 @@ def test_u8u8_int8_onnx_keeps_the_stride2_depthwise_convs_in_fp32(tmp_path, monk
     report = deploy.export(model, "onnx", tmp_path / "q.onnx", int8=True, calibration=calib, calibration_images=8,
                            min_agreement=0.0)
     graph = onnx.load(report.path).graph
-    produced_by = {o: n.op_type for n in graph.node for o in n.output}
-    float_convs = []
+    producer = {o: n for n in graph.node for o in n.output}
+    stored = {t.name: t.data_type for t in graph.initializer}
+    weights = []  # (stride-2 depthwise?, stored weight type) per conv
     for node in graph.node:
-        if node.op_type == "Conv" and produced_by.get(node.input[1]) != "DequantizeLinear":
+        if node.op_type == "Conv":
+            dq = producer.get(node.input[1])
+            assert dq is not None and dq.op_type == "DequantizeLinear", f"{node.name} kept float weights"
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            float_convs.append((attrs.get("group", 1) > 1, list(attrs.get("strides", [1, 1]))))
-    assert float_convs == ([(True, [2, 2])] * 4 if features == "avx2" else [])
-    assert ("stride-2 depthwise convs in fp32" in report.toolchain) == (features == "avx2")
+            s2dw = attrs.get("group", 1) > 1 and list(attrs.get("strides", [1, 1])) == [2, 2]
+            weights.append((s2dw, onnx.TensorProto.DataType.Name(stored[dq.input[0]])))
+    assert sum(s2dw for s2dw, _ in weights) == 4 and len(weights) == 27  # the first conv, 13 depthwise, 13 pointwise
+    for s2dw, dtype in weights:
+        assert dtype == ("INT8" if s2dw or features == "vnni" else "UINT8")
+    assert ("stride-2 depthwise convs (U8S8" in report.toolchain) == (features == "avx2")
+
+
+def _qdq_conv(weight_type: str, depthwise: bool):
+    """One QDQ conv on 64 channels whose inputs and weights sit at the ends of their ranges (u8 codes
+    near 255, weights near ±127): adjacent-channel pairs of u8·s8 products overflow int16."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    c = 64
+    shape = (c, 1, 3, 3) if depthwise else (c, c, 1, 1)
+    codes = rng.choice([127, -127, 126, 100], size=shape)
+    if weight_type == "s8":
+        w, zero = codes.astype(np.int8), np.zeros(c, np.int8)
+    else:  # the same weights on the uint8 grid: zero point 128
+        w, zero = (codes + 128).astype(np.uint8), np.full(c, 128, np.uint8)
+    init = [numpy_helper.from_array(np.array(1 / 255, np.float32), "xs"),
+            numpy_helper.from_array(np.array(0, np.uint8), "xz"),
+            numpy_helper.from_array(np.full(c, 0.01, np.float32), "ws"), numpy_helper.from_array(zero, "wz"),
+            numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(0.05, np.float32), "ys"),
+            numpy_helper.from_array(np.array(0, np.uint8), "yz")]
+    conv = (dict(group=c, strides=[2, 2], pads=[0, 0, 1, 1], kernel_shape=[3, 3]) if depthwise  # TF SAME
+            else dict(group=1, strides=[1, 1], pads=[0, 0, 0, 0], kernel_shape=[1, 1]))
+    nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wf"], axis=0),
+             helper.make_node("Conv", ["xf", "wf"], ["yf"], **conv),
+             helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.UINT8, (1, c, 16, 16))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString(), rng.choice([255, 254, 200, 0], size=(1, c, 16, 16)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("depthwise", [True, False], ids=["depthwise", "1x1"])
+def test_onnxruntime_u8s8_depthwise_is_exact_where_1x1_saturates(depthwise):
+    """Why the stride-2 depthwise convs may keep int8 weights without VNNI: ONNX Runtime's U8S8
+    depthwise kernel (a QLinearConv after fusion) gives the U8U8 kernel's codes exactly, saturated
+    inputs included; its U8S8 1x1 kernel does so only where the CPU has VNNI (``vpmaddubsw`` sums
+    pairs in int16 otherwise)."""
+    ort = pytest.importorskip("onnxruntime")
+
+    def run(weight_type: str) -> np.ndarray:
+        model, x = _qdq_conv(weight_type, depthwise)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    differ = float((np.abs(run("s8") - run("u8")) > 1e-6).mean())
+    if depthwise or cpu_mod.cpu_features().vnni:
+        assert differ == 0.0
+    else:
+        assert differ > 0.01, "U8S8 1x1 convs were expected to saturate on a CPU without VNNI"
 
 
 def test_ort_int8_settings_default_to_this_cpu(monkeypatch):

@@ -81,7 +81,8 @@ def _round_weight(w: torch.Tensor, grid: str) -> torch.Tensor:
 
 @torch.no_grad()
 def correct_bias_for_int8(fused: nn.Module, calibration: np.ndarray, batch_size: int = 32, *,
-                          weight_grid: str = "s8", skip: Callable[[nn.Conv2d], bool] | None = None) -> nn.Module:
+                          weight_grid: str | Callable[[nn.Conv2d], str] = "s8",
+                          skip: Callable[[nn.Conv2d], bool] | None = None) -> nn.Module:
     """A copy of a BN-folded model whose conv biases absorb the mean error that rounding the
     weights to the quantizer's per-channel grid (``weight_grid``, see :func:`_round_weight`) adds
     to each output channel on the calibration data ("bias correction", Nagel et al. 2019). The grid
@@ -89,12 +90,16 @@ def correct_bias_for_int8(fused: nn.Module, calibration: np.ndarray, batch_size:
     leaves agreement where it was. Rounding errors in a depthwise filter of 9 weights do not
     average out; measured on the official 0.5-160 weights this raises int8 top-1 agreement with
     fp32 from 95% to 96%. ``skip``: convolutions the file keeps in fp32 (their weights are not
-    rounded, so correcting them would add the error it removes elsewhere)."""
-    if weight_grid not in WEIGHT_GRIDS:
-        raise ValueError(f"unknown weight grid {weight_grid!r}; choose one of: {', '.join(WEIGHT_GRIDS)}")
+    rounded, so correcting them would add the error it removes elsewhere). ``weight_grid`` may be a
+    function of the conv, for files that hold some convs' weights on another grid."""
     model = copy.deepcopy(fused).eval()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.bias is not None
              and not (skip is not None and skip(m))]
+    grid_of = weight_grid if callable(weight_grid) else (lambda _conv: weight_grid)
+    grids = {m: grid_of(m) for m in convs}
+    for grid in set(grids.values()):
+        if grid not in WEIGHT_GRIDS:
+            raise ValueError(f"unknown weight grid {grid!r}; choose one of: {', '.join(WEIGHT_GRIDS)}")
     sums: dict[nn.Module, torch.Tensor] = {}
     counts: dict[nn.Module, int] = {}
 
@@ -104,7 +109,7 @@ def correct_bias_for_int8(fused: nn.Module, calibration: np.ndarray, batch_size:
             ph, pw = module.pad_same(x)
             x = torch.nn.functional.pad(x, (pw[0], pw[1], ph[0], ph[1]))
         w = module.weight
-        delta = module._conv_forward(x, _round_weight(w, weight_grid) - w, None)
+        delta = module._conv_forward(x, _round_weight(w, grids[module]) - w, None)
         sums[module] = sums.get(module, 0) + delta.double().sum(dim=(0, 2, 3))
         counts[module] = counts.get(module, 0) + delta.shape[0] * delta.shape[2] * delta.shape[3]
 

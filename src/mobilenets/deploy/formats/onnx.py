@@ -54,21 +54,24 @@ def ort_int8_settings(features: cpu.CpuFeatures | None = None) -> dict[str, Any]
     remedies were measured on an AVX2 EPYC with Google's 0.5-160 weights (100 ImageNet samples,
     Google's uint8 file: 73% top-1): U8S8 61% / 79% agreement with fp32, ``reduce_range`` (7-bit
     weights) 70–71% / 82–84%, U8U8 with symmetric weights, bias correction on the uint8 grid and
-    Percentile calibration 73% / 97%, chosen here. ``weight_grid`` is the grid for bias correction.
-    U8U8 has one slow kernel: ONNX Runtime 1.32's profiler puts 18.6 of the 28 ms of a 1.0-224 U8U8
-    file (2 threads) in one node, the first stride-2 depthwise conv (TF SAME pads [0, 0, 1, 1]),
-    1.5× the whole fp32 model. ``fp32_convs="stride2_depthwise"`` keeps the four stride-2 depthwise
-    convs (0.6% of the Mult-Adds at 1.0-224, 1.1% at 0.5-160) in fp32 (``benchmarks/deploy_cpu.py``, AVX2 EPYC): 31.5 → 10.2 ms at
-    1.0-224 (fp32: 12.7 ms), cosine with fp32 unchanged (0.998); at 0.5-160 2.45 ms, 72% / 97%.
+    Percentile calibration, chosen here. ``weight_grid`` is the grid for bias correction.
+
+    ``s8_convs="stride2_depthwise"``: the four stride-2 depthwise convs keep int8 weights (U8S8)
+    without VNNI too. ONNX Runtime's U8U8 kernel for the first of them (TF SAME pads [0, 0, 1, 1])
+    is slow: 18.6 of the 28 ms of a 1.0-224 file. A depthwise conv sums no adjacent channels, and
+    ONNX Runtime's U8S8 depthwise kernel is exact on AVX2, saturated inputs included
+    (``tests/deploy/test_formats.py``). Measured on an AVX2 EPYC (2026-12-03, six calibration draws,
+    ``benchmarks/deploy_cpu.py``): top-1 72.0% in every draw and 97–98 of 100 agreeing with fp32,
+    where those convs in fp32 (the previous setting) gave 71.5% / 95–98, at the same speed.
     Quant types are given by name (``QuantType[name]``) so that this needs no onnxruntime to call.
     """
     features = features if features is not None else cpu.cpu_features()
     if features.vnni:
         return {"activation_type": "QUInt8", "weight_type": "QInt8", "reduce_range": False, "per_channel": True,
-                "calibrate_method": "MinMax", "weight_grid": "s8", "fp32_convs": None,
+                "calibrate_method": "MinMax", "weight_grid": "s8", "s8_convs": None,
                 "extra_options": {"WeightSymmetric": True, "ActivationSymmetric": False}}
     return {"activation_type": "QUInt8", "weight_type": "QUInt8", "reduce_range": False, "per_channel": True,
-            "calibrate_method": "Percentile", "weight_grid": "u8", "fp32_convs": "stride2_depthwise",
+            "calibrate_method": "Percentile", "weight_grid": "u8", "s8_convs": "stride2_depthwise",
             "extra_options": {"WeightSymmetric": True, "ActivationSymmetric": False}}
 
 
@@ -81,8 +84,8 @@ def _stride2_depthwise_module(conv: nn.Conv2d) -> bool:
     return _is_stride2_depthwise(conv.groups, conv.in_channels // conv.groups, conv.stride)
 
 
-def _stride2_depthwise_nodes(onnx_path: str) -> list[str]:
-    """The names of the fp32 file's Conv nodes that are stride-2 depthwise (weights [C, 1, k, k])."""
+def _stride2_depthwise_weights(onnx_path: str) -> list[str]:
+    """The weight initializers of the fp32 file's stride-2 depthwise Conv nodes (weights [C, 1, k, k])."""
     import onnx
 
     graph = onnx.load(onnx_path, load_external_data=False).graph
@@ -93,16 +96,16 @@ def _stride2_depthwise_nodes(onnx_path: str) -> list[str]:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if _is_stride2_depthwise(attrs.get("group", 1), weight_shape[node.input[1]][1], attrs.get("strides", (1, 1))):
-            names.append(node.name)
+            names.append(node.input[1])
     return names
 
 
 def _int8_toolchain() -> str:
     settings = ort_int8_settings()
     weights = "int8" if settings["weight_type"] == "QInt8" else "uint8 (U8U8: this CPU has no VNNI)"
-    fp32 = ", the stride-2 depthwise convs in fp32" if settings["fp32_convs"] else ""
-    return (f"onnxruntime.quantization QDQ: per-channel symmetric {weights} weights (bias-corrected), "
-            f"uint8 activations, {settings['calibrate_method']} calibration{fp32}")
+    s8 = ", int8 weights in the stride-2 depthwise convs (U8S8, exact there)" if settings["s8_convs"] else ""
+    return (f"onnxruntime.quantization QDQ: per-channel symmetric {weights} weights (bias-corrected){s8}, "
+            f"uint8 activations, {settings['calibrate_method']} calibration")
 
 
 def write_onnx_int8(model: nn.Module, example: torch.Tensor, path: str, batch: int | str,
@@ -131,17 +134,22 @@ def write_onnx_int8(model: nn.Module, example: torch.Tensor, path: str, batch: i
     settings = ort_int8_settings()
     if calibrate_method is not None:
         settings = {**settings, "calibrate_method": calibrate_method}
-    keep = settings["fp32_convs"] == "stride2_depthwise"
-    model = correct_bias_for_int8(model, calibration, weight_grid=settings["weight_grid"],
-                                  skip=_stride2_depthwise_module if keep else None)
+    s8_convs = settings["s8_convs"] == "stride2_depthwise"
+
+    def grid(conv: nn.Conv2d) -> str:
+        return "s8" if s8_convs and _stride2_depthwise_module(conv) else settings["weight_grid"]
+
+    model = correct_bias_for_int8(model, calibration, weight_grid=grid)
     with tempfile.TemporaryDirectory() as tmpdir, quiet():
         fp32 = write_onnx_tmp(model, example, batch, tmpdir)
+        extra = dict(settings["extra_options"])
+        if s8_convs:  # per-tensor overrides of the weight type (one dict: the same for every channel)
+            extra["TensorQuantOverrides"] = {w: [{"axis": 0, "quant_type": QuantType.QInt8, "symmetric": True}]
+                                             for w in _stride2_depthwise_weights(fp32)}
         quantize_static(fp32, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=settings["per_channel"],
-                        nodes_to_exclude=_stride2_depthwise_nodes(fp32) if keep else None,
                         activation_type=QuantType[settings["activation_type"]],
                         weight_type=QuantType[settings["weight_type"]], reduce_range=settings["reduce_range"],
-                        calibrate_method=CalibrationMethod[settings["calibrate_method"]],
-                        extra_options=settings["extra_options"])
+                        calibrate_method=CalibrationMethod[settings["calibrate_method"]], extra_options=extra)
 
 
 def ort_session_options(threads: int | None) -> Any:
