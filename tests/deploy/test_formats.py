@@ -152,7 +152,6 @@ def test_u8u8_int8_onnx_gives_the_stride2_depthwise_convs_int8_weights(tmp_path,
 def _qdq_conv(weight_type: str, depthwise: bool):
     """One QDQ conv on 64 channels whose inputs and weights sit at the ends of their ranges (u8 codes
     near 255, weights near ±127): adjacent-channel pairs of u8·s8 products overflow int16."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
