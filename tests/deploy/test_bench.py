@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import importlib.util
 
 import pytest
+from cpu_kinds import AVX2_EPYC, XEON_AMX
 
 import mobilenets.deploy.cpu as cpu_mod
 from mobilenets.cli import main
 from mobilenets.config import MobileNetConfig
 from mobilenets.deploy import (
     BenchResult,
-    CpuFeatures,
     benchmark,
     default_runtime,
     format_markdown,
@@ -26,10 +25,6 @@ from mobilenets.deploy import (
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnxscript") is not None
 HAS_OV = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnxscript") is not None
 HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
-AVX2_ONLY = CpuFeatures("AuthenticAMD", "AMD EPYC", 2, avx2=True, avx512=False, avx512_vnni=False, avx_vnni=False,
-                        avx512_bf16=False, amx=False)
-WITH_BF16 = dataclasses.replace(AVX2_ONLY, vendor="GenuineIntel", brand="Intel Xeon (AMX)", avx512=True,
-                                avx512_vnni=True, avx512_bf16=True, amx=True)
 TINY = {"widths": [0.25], "resolutions": [64], "warmup": 1, "iters": 3, "threads": 1, "progress": False}
 
 
@@ -116,7 +111,7 @@ def test_exported_runtimes(runtime, precision, monkeypatch):
         # compiles f32, and that is refused, not timed; on AVX-512 without BF16 it emulates bf16.
         import openvino as ov
 
-        monkeypatch.setattr(cpu_mod, "cpu_features", lambda: WITH_BF16)
+        monkeypatch.setattr(cpu_mod, "cpu_features", lambda: XEON_AMX)
         if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             with pytest.raises(ValueError, match="OpenVINO compiled it as f32, not bf16, on this CPU"):
                 benchmark(**TINY, runtime=runtime, precision=precision)
@@ -128,7 +123,7 @@ def test_exported_runtimes(runtime, precision, monkeypatch):
 @pytest.mark.parametrize("runtime", ["torch", pytest.param("openvino", marks=pytest.mark.skipif(
     not HAS_OV, reason="openvino missing"))])
 def test_bf16_without_hardware_support_is_refused(monkeypatch, runtime):
-    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY)
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_EPYC)
     with pytest.raises(ValueError, match=r"bf16 is not accelerated on this CPU \(AMD EPYC: no AVX512_BF16 or AMX\)") as e:
         benchmark(**TINY, runtime=runtime, precision="bf16")
     assert "\n" not in str(e.value)
@@ -139,12 +134,12 @@ def test_bf16_without_hardware_support_is_refused(monkeypatch, runtime):
 
 
 def test_bf16_with_hardware_support_is_timed_and_recorded(monkeypatch, capsys):
-    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: WITH_BF16)
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: XEON_AMX)
     (r,) = benchmark(**{**TINY, "progress": True}, runtime="torch", precision="bf16")
     assert r.precision == "bf16" and r.avx512_bf16 is True and r.amx is True
-    assert r.machine == WITH_BF16.signature()
+    assert r.machine == XEON_AMX.signature()
     err = capsys.readouterr().err
-    assert WITH_BF16.summary() in err  # the features, printed before timing
+    assert XEON_AMX.summary() in err  # the features, printed before timing
 
 
 def test_csv_records_the_cpu(tmp_path):
@@ -245,8 +240,7 @@ def test_probe_decides_the_default_runtime_per_machine(monkeypatch, tmp_path):
     """A probe cached for this machine's signature picks the default; another machine's is ignored."""
     import json
 
-    from mobilenets.deploy import cpu
-    from mobilenets.deploy import probe
+    from mobilenets.deploy import cpu, probe
     from mobilenets.deploy.probe import load_probe, probe_path
 
     monkeypatch.setenv("MOBILENETS_CACHE", str(tmp_path))

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cpu_kinds import AVX2_EPYC, XEON_AMX
 from torch import nn
 
 import mobilenets
@@ -30,10 +31,6 @@ needs = {
     "pt2": pytest.mark.skipif(False, reason=""),
     "tflite": pytest.mark.skipif(not HAS["litert"], reason="ai-edge-litert not installed"),
 }
-VNNI_CPU = cpu_mod.CpuFeatures("GenuineIntel", "Intel Xeon", 2, avx2=True, avx512=True, avx512_vnni=True,
-                               avx_vnni=False, avx512_bf16=True, amx=True)
-AVX2_CPU = cpu_mod.CpuFeatures("AuthenticAMD", "AMD EPYC", 2, avx2=True, avx512=False, avx512_vnni=False,
-                               avx_vnni=False, avx512_bf16=False, amx=False)
 SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "pt2": ".pt2", "tflite": ".tflite"}
 
 
@@ -421,7 +418,7 @@ def test_overflowing_convs_count_the_u8_s8_pairs_that_leave_int16(tmp_path, monk
     from mobilenets.deploy.formats import openvino as ovf
 
     calib = (torch.rand(8, 4, 6, 6) * 6).numpy()
-    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: VNNI_CPU)  # NNCF's defaults: both convs int8
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: XEON_AMX)  # NNCF's defaults: both convs int8
     ovf.write_openvino(_ClippedPair().eval(), torch.from_numpy(calib[:1]), str(tmp_path / "q.xml"), 1, calib)
     rates = ovf.overflowing_convs(ov.Core().read_model(tmp_path / "q.xml"), calib, 1)
     assert list(rates.values()) == [0.0, pytest.approx(0.25), 0.0]
@@ -435,7 +432,7 @@ def test_int8_openvino_keeps_the_overflowing_convs_fp32_only_without_vnni(tmp_pa
     compiles as f32 and the one after it stays int8; with VNNI all are int8 (exact there)."""
     from mobilenets.deploy.formats import openvino as ovf
 
-    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: VNNI_CPU if machine == "vnni" else AVX2_CPU)
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: XEON_AMX if machine == "vnni" else AVX2_EPYC)
     calib = (torch.rand(8, 4, 6, 6) * 6).numpy()
     ovf.write_openvino(_ClippedPair().eval(), torch.from_numpy(calib[:1]), str(tmp_path / "q.xml"), 1, calib)
     precisions = _conv_precisions(str(tmp_path / "q.xml"))
@@ -453,10 +450,10 @@ def test_int8_accuracy_on_official_weights(tmp_path, fmt):
     differ (formats/onnx.py, formats/openvino.py). This machine's kind is judged here; the other
     kind's int8 results are checked on any x86 machine by ``benchmarks/int8_emulated_avx2.py``
     (QEMU's AVX2 EPYC), with the same two bounds."""
-    from mobilenets.deploy.cpu import cpu_features
     from conftest import need_data
 
     from mobilenets.data import list_images, quantize_input
+    from mobilenets.deploy.cpu import cpu_features
     from mobilenets.inference import Classifier, imagenet_target
 
     tfl = need_data("tflite", "mobilenet_v1_0.5_160_quant.tflite")

@@ -8,18 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+from cpu_kinds import AVX2_EPYC, XEON_AMX
 
 import mobilenets.deploy.cpu as cpu_mod
 from mobilenets import deploy
 from mobilenets.deploy.cpu import CpuFeatures
 from mobilenets.deploy.formats import REGISTRY, format_for_path, format_of_runtime, get_format, runtime_package
 from mobilenets.deploy.formats.onnx import ort_int8_settings
-
-AVX2_ONLY = CpuFeatures("AuthenticAMD", "AMD EPYC", 2, avx2=True, avx512=False, avx512_vnni=False, avx_vnni=False,
-                        avx512_bf16=False, amx=False)
-SAPPHIRE_RAPIDS = CpuFeatures("GenuineIntel", "Intel Xeon Platinum 8480+", 8, avx2=True, avx512=True,
-                              avx512_vnni=True, avx_vnni=True, avx512_bf16=True, amx=True)
-
 
 # ----------------------------------------------------------------------------- registry
 
@@ -78,16 +73,22 @@ def test_cpu_features_of_this_machine():
 
 
 def test_cpu_features_without_py_cpuinfo(monkeypatch):
+    """The fallback reads cpuid through torch, so it sees what py-cpuinfo sees on this CPU, whichever
+    kind it is (VNNI, BF16 and AMX included: the int8 and bf16 settings are chosen from them)."""
     import torch
 
+    with_cpuinfo = cpu_mod.cpu_features()
     monkeypatch.setitem(sys.modules, "cpuinfo", None)  # import fails as if not installed
     cpu_mod.cpu_features.cache_clear()
     try:
         f = cpu_mod.cpu_features()
     finally:
         cpu_mod.cpu_features.cache_clear()
-    assert f.source == "torch.backends.cpu" and not (f.avx512_vnni or f.avx512_bf16 or f.amx)
+    assert f.source == "torch.backends.cpu"
     assert f.avx2 == (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
+    if with_cpuinfo.source == "py-cpuinfo":
+        for name in ("avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx"):
+            assert getattr(f, name) == getattr(with_cpuinfo, name), name
 
 
 def test_flag_spellings():
@@ -97,13 +98,13 @@ def test_flag_spellings():
     assert f.flags() == ["avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx"]
     assert f.vnni and f.bf16
     assert "avx2+avx512+avx512_vnni+avx512_bf16+amx" in f.signature()
-    assert "bf16 not accelerated" in AVX2_ONLY.summary() and "int8 without VNNI" in AVX2_ONLY.summary()
+    assert "bf16 not accelerated" in AVX2_EPYC.summary() and "int8 without VNNI" in AVX2_EPYC.summary()
 
 
 # ----------------------------------------------------------------------------- ONNX Runtime int8 per CPU
 
 def test_ort_int8_settings_depend_on_vnni():
-    with_vnni, without = ort_int8_settings(SAPPHIRE_RAPIDS), ort_int8_settings(AVX2_ONLY)
+    with_vnni, without = ort_int8_settings(XEON_AMX), ort_int8_settings(AVX2_EPYC)
     # VNNI: U8S8, exact there. Without: U8U8 (no u8·s8 saturation), bias-corrected on the uint8 grid
     assert with_vnni["weight_type"] == "QInt8" and with_vnni["weight_grid"] == "s8"
     assert without["weight_type"] == "QUInt8" and without["weight_grid"] == "u8"
@@ -111,7 +112,7 @@ def test_ort_int8_settings_depend_on_vnni():
     for s in (with_vnni, without):
         assert s["activation_type"] == "QUInt8" and s["per_channel"] and not s["reduce_range"]
         assert s["extra_options"]["WeightSymmetric"] is True
-    avx_vnni_only = dataclasses.replace(AVX2_ONLY, avx_vnni=True)  # Alder Lake: VNNI without AVX-512
+    avx_vnni_only = dataclasses.replace(AVX2_EPYC, avx_vnni=True)  # Alder Lake: VNNI without AVX-512
     assert ort_int8_settings(avx_vnni_only)["weight_type"] == "QInt8"
 
 
@@ -126,7 +127,7 @@ def test_u8u8_int8_onnx_gives_the_stride2_depthwise_convs_int8_weights(tmp_path,
 
     import mobilenets
 
-    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY if features == "avx2" else SAPPHIRE_RAPIDS)
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_EPYC if features == "avx2" else XEON_AMX)
     torch.manual_seed(0)
     model = mobilenets.mobilenet_v1(0.25, resolution=64, num_classes=10)
     calib = torch.randn(16, 3, 64, 64).clamp(-2, 2)
@@ -204,10 +205,10 @@ def test_onnxruntime_u8s8_depthwise_is_exact_where_1x1_saturates(depthwise):
 
 
 def test_ort_int8_settings_default_to_this_cpu(monkeypatch):
-    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY)
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_EPYC)
     assert ort_int8_settings()["weight_type"] == "QUInt8"
     assert "U8U8" in REGISTRY["onnx"].describe(True)
-    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: SAPPHIRE_RAPIDS)
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: XEON_AMX)
     assert ort_int8_settings()["weight_type"] == "QInt8"
     assert "U8U8" not in REGISTRY["onnx"].describe(True) and "per-channel" in REGISTRY["onnx"].describe(True)
 
@@ -216,10 +217,10 @@ def test_nncf_settings_depend_on_vnni(monkeypatch):
     from mobilenets.deploy.formats.openvino import nncf_settings
 
     # VNNI: NNCF's defaults, exact there. Without: the 1x1 convs whose u8·s8 pairs overflow int16 stay fp32
-    assert nncf_settings(SAPPHIRE_RAPIDS) == {"fp32_convs": None}
-    assert nncf_settings(AVX2_ONLY) == {"fp32_convs": "overflowing_1x1"}
-    assert nncf_settings(dataclasses.replace(AVX2_ONLY, avx_vnni=True)) == {"fp32_convs": None}
-    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_ONLY)
+    assert nncf_settings(XEON_AMX) == {"fp32_convs": None}
+    assert nncf_settings(AVX2_EPYC) == {"fp32_convs": "overflowing_1x1"}
+    assert nncf_settings(dataclasses.replace(AVX2_EPYC, avx_vnni=True)) == {"fp32_convs": None}
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: AVX2_EPYC)
     assert "overflow int16 on over 50 per million calibration pairs in fp32" in REGISTRY["openvino"].describe(True)
-    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: SAPPHIRE_RAPIDS)
+    monkeypatch.setattr(cpu_mod, "cpu_features", lambda: XEON_AMX)
     assert "overflow" not in REGISTRY["openvino"].describe(True)

@@ -9,12 +9,12 @@ precisions are candidates is the same on every machine.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import importlib
 import itertools
 import json
 
 import pytest
+from cpu_kinds import AVX2_EPYC, XEON_AMX
 
 import mobilenets.deploy.cpu as cpu_mod
 from mobilenets.analysis import cost
@@ -23,7 +23,6 @@ from mobilenets.config import MobileNetConfig
 from mobilenets.deploy import (
     BenchResult,
     Candidate,
-    CpuFeatures,
     accuracy_table,
     pareto_front,
     select,
@@ -183,10 +182,6 @@ def test_cli_errors_exit_2(tmp_path, monkeypatch, capsys, argv, match):
 
 # ----------------------------------------------------------------------------- precision as a choice
 
-AVX2_ONLY = CpuFeatures("AuthenticAMD", "AMD EPYC", 2, avx2=True, avx512=False, avx512_vnni=False, avx_vnni=False,
-                        avx512_bf16=False, amx=False)
-XEON_AMX = dataclasses.replace(AVX2_ONLY, vendor="GenuineIntel", brand="Intel Xeon (AMX)", avx512=True,
-                               avx512_vnni=True, avx512_bf16=True, amx=True)
 FASTEST = {"fp32": "onnxruntime", "int8": "litert", "bf16": "openvino"}  # a stand-in for this machine's probe
 MADDS = {k: cost(MobileNetConfig(width_multiplier=k[0], resolution=k[1])).mult_adds for k in LATENCY}
 
@@ -213,7 +208,7 @@ def machine(monkeypatch):
 
     def use(features):
         monkeypatch.setattr(cpu_mod, "cpu_features", lambda: features)
-    use(AVX2_ONLY)
+    use(AVX2_EPYC)
     return use
 
 
@@ -228,7 +223,7 @@ def _brute_force(fake, budget, precisions):
 
 @pytest.mark.parametrize("features, int8_factor, expected", [
     (XEON_AMX, 0.4, "int8"),  # VNNI/AMX: int8 much faster than fp32 → a larger int8 model fits
-    (AVX2_ONLY, 2.5, "fp32"),  # AVX2 only: int8 slower than fp32 → fp32 is the answer
+    (AVX2_EPYC, 2.5, "fp32"),  # AVX2 only: int8 slower than fp32 → fp32 is the answer
 ])
 def test_picks_the_faster_precision_for_the_budget(machine, features, int8_factor, expected):
     machine(features)
@@ -268,7 +263,7 @@ def test_int8_accuracy_is_the_8bit_table_and_says_so(machine):
 
 
 def test_bf16_only_where_the_cpu_accelerates_it(machine):
-    machine(AVX2_ONLY)
+    machine(AVX2_EPYC)
     fake = FakeMeasure({"fp32": 1.0, "int8": 1.0, "bf16": 0.5})
     s = select(3.0, measure=fake, progress=False)
     assert "bf16" not in {c[3] for c in fake.calls}

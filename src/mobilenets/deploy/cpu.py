@@ -85,11 +85,25 @@ class CpuFeatures:
                    amx=any(f.startswith("amx") for f in flat), source=source)
 
 
+# torch's own cpuid readers (private, so each is optional): the fallback sees VNNI, BF16 and AMX too
+_TORCH_CPUID = {"avx2": "_is_avx2_supported", "avx512f": "_is_avx512_supported", "avx512_vnni": "_is_vnni_supported",
+                "avx512_bf16": "_is_avx512_bf16_supported", "amx_tile": "_is_amx_tile_supported"}
+
+
 def _torch_features() -> CpuFeatures:
+    """The fallback without py-cpuinfo: torch's cpuid readers where this torch has them, else its
+    kernel dispatch level (which names AVX2 and AVX-512 only)."""
     capability = str(torch.backends.cpu.get_cpu_capability()).upper()  # "DEFAULT", "AVX2", "AVX512", ...
     flags = {"avx2"} if capability in ("AVX2", "AVX512") else set()
     if capability == "AVX512":
         flags.add("avx512f")
+    for flag, name in _TORCH_CPUID.items():
+        probe = getattr(torch.cpu, name, None)
+        try:
+            if probe is not None and probe():
+                flags.add(flag)
+        except Exception:  # noqa: BLE001 - a private reader that changed: keep what the dispatch level says
+            pass
     brand = platform.processor() or platform.machine() or "unknown CPU"
     return CpuFeatures.from_flags("unknown", brand, os.cpu_count() or 1, flags, "torch.backends.cpu")
 
