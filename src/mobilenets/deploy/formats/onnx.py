@@ -60,9 +60,9 @@ def ort_int8_settings(features: cpu.CpuFeatures | None = None) -> dict[str, Any]
     without VNNI too. ONNX Runtime's U8U8 kernel for the first of them (TF SAME pads [0, 0, 1, 1])
     is slow: 18.6 of the 28 ms of a 1.0-224 file. A depthwise conv sums no adjacent channels, and
     ONNX Runtime's U8S8 depthwise kernel is exact on AVX2, saturated inputs included
-    (``tests/deploy/test_formats.py``). Measured on an AVX2 EPYC (2026-12-03, six calibration draws,
-    ``benchmarks/deploy_cpu.py``): top-1 72.0% in every draw and 97–98 of 100 agreeing with fp32,
-    where those convs in fp32 (the previous setting) gave 71.5% / 95–98, at the same speed.
+    (``tests/deploy/test_formats.py``). Measured on an AVX2 EPYC (2026-12-03, the test's calibration
+    and five seeded draws; the README's AVX2 section): 72.3% mean top-1 and 96–97 of 100 agreeing
+    with fp32, where those convs in fp32 (the previous setting) gave 71.5% / 95–98, at the same speed.
     Quant types are given by name (``QuantType[name]``) so that this needs no onnxruntime to call.
     """
     features = features if features is not None else cpu.cpu_features()
