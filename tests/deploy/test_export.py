@@ -601,6 +601,8 @@ def test_bias_correction_takes_each_convs_own_weight_grid():
     on_s8 = {i for i, m in enumerate(convs) if m.groups > 1}
     mixed = correct_bias_for_int8(fused, calib, weight_grid=lambda m: "s8" if m.groups > 1 else "u8")
     by_grid = {g: correct_bias_for_int8(fused, calib, weight_grid=g) for g in ("s8", "u8")}
+    s8_u8 = zip(*([m for m in by_grid[g].modules() if isinstance(m, nn.Conv2d)] for g in ("s8", "u8")))
+    assert all(not torch.equal(a.bias, b.bias) for a, b in s8_u8)  # the two grids round differently
     for i, conv in enumerate(m for m in mixed.modules() if isinstance(m, nn.Conv2d)):
         alone = [m for m in by_grid["s8" if i in on_s8 else "u8"].modules() if isinstance(m, nn.Conv2d)][i]
         torch.testing.assert_close(conv.bias, alone.bias, rtol=0, atol=1e-6)
